@@ -1,0 +1,375 @@
+"""Decode any recording by its content (not its name) and write WAV atomically.
+
+soundfile (libsndfile) reads WAV/RF64/FLAC/OGG/AIFF/MP3 quickly; PyAV (FFmpeg, bundled in the
+wheel) reads everything else (M4A/AAC, MP4/MOV, WebM/Matroska, Opus, ...). Decoding is chunked:
+blocks are downmixed/selected and resampled with soxr as they arrive, so a long input is never
+held whole at its full rate. Every low-level failure becomes ``Audio.DecoderError``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .clip import Clip, SourceInfo
+from .errors import PipelineError, service_error
+
+BLOCK_S = 10.0  # decode block length (seconds at the source rate)
+
+_SF_KINDS = {"wav", "rf64", "flac", "ogg", "aiff", "mp3"}
+
+# libsndfile subtype -> (codec name, bit depth)
+_SF_SUBTYPES: dict[str, tuple[str, int | None]] = {
+    "PCM_U8": ("pcm_u8", 8),
+    "PCM_S8": ("pcm_s8", 8),
+    "PCM_16": ("pcm_s16le", 16),
+    "PCM_24": ("pcm_s24le", 24),
+    "PCM_32": ("pcm_s32le", 32),
+    "FLOAT": ("pcm_f32le", 32),
+    "DOUBLE": ("pcm_f64le", 64),
+    "ULAW": ("pcm_mulaw", 8),
+    "ALAW": ("pcm_alaw", 8),
+    "IMA_ADPCM": ("adpcm_ima_wav", 4),
+    "MS_ADPCM": ("adpcm_ms", 4),
+    "GSM610": ("gsm_ms", None),
+    "VORBIS": ("vorbis", None),
+    "OPUS": ("opus", None),
+    "MPEG_LAYER_III": ("mp3", None),
+    "MPEG_LAYER_II": ("mp2", None),
+    "MPEG_LAYER_I": ("mp1", None),
+}
+
+_AV_CONTAINERS = {
+    "mov,mp4,m4a,3gp,3g2,mj2": "mp4",
+    "matroska,webm": "webm",
+    "mp3": "mp3",
+    "ogg": "ogg",
+    "wav": "wav",
+    "flac": "flac",
+    "aiff": "aiff",
+    "aac": "aac",
+    "w64": "w64",
+    "caf": "caf",
+}
+
+
+def sniff(head: bytes) -> str:
+    """The container named by a file's first bytes: wav, rf64, mp3, mp4, webm, flac, ogg, aiff, aac or unknown."""
+    if len(head) >= 12 and head[:4] in (b"RIFF", b"RIFX") and head[8:12] == b"WAVE":
+        return "wav"
+    if len(head) >= 12 and head[:4] in (b"RF64", b"BW64") and head[8:12] == b"WAVE":
+        return "rf64"
+    if head[:4] == b"fLaC":
+        return "flac"
+    if head[:4] == b"OggS":
+        return "ogg"
+    if len(head) >= 12 and head[:4] == b"FORM" and head[8:12] in (b"AIFF", b"AIFC"):
+        return "aiff"
+    if len(head) >= 8 and head[4:8] == b"ftyp":
+        return "mp4"
+    if head[:4] == b"\x1a\x45\xdf\xa3":
+        return "webm"
+    if head[:3] == b"ID3":
+        return "mp3"
+    if len(head) >= 2 and head[0] == 0xFF:
+        if (head[1] & 0xF6) == 0xF0:  # ADTS sync, layer 00
+            return "aac"
+        if (head[1] & 0xE0) == 0xE0 and (head[1] & 0x06) != 0:  # MPEG audio frame sync, layer I-III
+            return "mp3"
+    return "unknown"
+
+
+def _decoder_error(path: str, message: str, hint: str | None = None) -> PipelineError:
+    return service_error("Audio.DecoderError", message, hint=hint, source=path)
+
+
+def _read_head(path: str) -> tuple[bytes, int]:
+    try:
+        size = os.path.getsize(path)
+        with open(path, "rb") as fh:
+            head = fh.read(64)
+    except IsADirectoryError:
+        raise _decoder_error(path, "is a directory, not an audio file") from None
+    except OSError as exc:
+        raise _decoder_error(path, f"cannot open: {exc.strerror}", "check the path and its permissions") from None
+    if size == 0:
+        raise _decoder_error(path, "the file is empty (0 bytes)", "export or copy the recording again")
+    return head, size
+
+
+def _probe_soundfile(path: str, kind: str, size: int) -> SourceInfo | None:
+    import soundfile as sf
+
+    try:
+        info = sf.info(path)
+    except (sf.LibsndfileError, RuntimeError, TypeError, ValueError):
+        return None
+    if info.frames <= 0 or info.samplerate <= 0:
+        return None
+    codec, depth = _SF_SUBTYPES.get(info.subtype, (info.subtype.lower(), None))
+    container = kind if kind in _SF_KINDS else info.format.lower()
+    return SourceInfo(
+        path=path,
+        container=container,
+        codec=codec,
+        bit_depth=depth,
+        channels=int(info.channels),
+        sample_rate=int(info.samplerate),
+        duration_s=float(info.frames) / float(info.samplerate),
+        size_bytes=size,
+    )
+
+
+def _probe_av(path: str, size: int) -> SourceInfo:
+    import av
+
+    try:
+        with av.open(path) as container:
+            if not container.streams.audio:
+                raise _decoder_error(path, "no audio track found", "is this a video without sound, or not a media file?")
+            stream = container.streams.audio[0]
+            ctx = stream.codec_context
+            rate = int(ctx.sample_rate or stream.rate or 0)
+            channels = int(ctx.channels or 0)
+            if stream.duration is not None and stream.time_base is not None:
+                duration = float(stream.duration * stream.time_base)
+            elif container.duration is not None:
+                duration = container.duration / 1_000_000
+            else:
+                duration = 0.0
+            fmt = container.format.name
+            codec = ctx.name
+            depth = None
+            if codec.startswith("pcm_"):
+                depth = int(ctx.format.bits) if ctx.format is not None else None
+    except PipelineError:
+        raise
+    except (av.FFmpegError, ValueError, OSError, UnicodeDecodeError) as exc:
+        raise _decoder_error(path, f"not a readable audio file ({_short(exc)})") from None
+    if rate <= 0 or channels <= 0:
+        raise _decoder_error(path, "the audio track has no sample rate or channels")
+    return SourceInfo(
+        path=path,
+        container=_AV_CONTAINERS.get(fmt, fmt.split(",")[0]),
+        codec=codec,
+        bit_depth=depth,
+        channels=channels,
+        sample_rate=rate,
+        duration_s=max(duration, 0.0),
+        size_bytes=size,
+    )
+
+
+def _short(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return text[:160]
+
+
+def probe(path: str | os.PathLike[str]) -> SourceInfo:
+    """The source's facts (container, codec, bit depth, channels, rate, duration, size), by content."""
+    p = os.fspath(path)
+    head, size = _read_head(p)
+    kind = sniff(head)
+    if kind in _SF_KINDS:
+        info = _probe_soundfile(p, kind, size)
+        if info is not None:
+            return info
+    return _probe_av(p, size)
+
+
+def _blocks_soundfile(path: str, info: SourceInfo, start: int, stop: int | None) -> Iterator[np.ndarray]:
+    import soundfile as sf
+
+    block = max(1, int(BLOCK_S * info.sample_rate))
+    with sf.SoundFile(path) as f:
+        if start:
+            f.seek(start)
+        pos = start
+        while stop is None or pos < stop:
+            n = block if stop is None else min(block, stop - pos)
+            data = f.read(n, dtype="float32", always_2d=True)
+            if data.shape[0] == 0:
+                break
+            pos += data.shape[0]
+            yield data.T
+
+
+def _blocks_av(path: str, info: SourceInfo, start: int, stop: int | None) -> Iterator[np.ndarray]:
+    import av
+
+    with av.open(path) as container:
+        stream = container.streams.audio[0]
+        resampler = av.AudioResampler(format="fltp", layout=stream.codec_context.layout, rate=info.sample_rate)
+        pos = 0
+        pending: list[np.ndarray] = []
+        pending_n = 0
+        block = max(1, int(BLOCK_S * info.sample_rate))
+
+        def frames() -> Iterator[np.ndarray]:
+            for packet in container.demux(stream):
+                for frame in packet.decode():
+                    for out in resampler.resample(frame):
+                        yield out.to_ndarray()
+            for out in resampler.resample(None):
+                yield out.to_ndarray()
+
+        for arr in frames():
+            arr = np.asarray(arr, dtype=np.float32).reshape(info.channels, -1) if arr.shape[0] != info.channels else arr
+            n = arr.shape[1]
+            lo, hi = pos, pos + n
+            pos = hi
+            if hi <= start:
+                continue
+            if stop is not None and lo >= stop:
+                break
+            a = max(start - lo, 0)
+            b = n if stop is None else min(n, stop - lo)
+            pending.append(arr[:, a:b])
+            pending_n += b - a
+            if pending_n >= block:
+                yield np.concatenate(pending, axis=1)
+                pending, pending_n = [], 0
+        if pending:
+            yield np.concatenate(pending, axis=1)
+
+
+def iter_blocks(
+    info: SourceInfo,
+    *,
+    rate: int | None = None,
+    first_channel: bool = False,
+    start_s: float = 0.0,
+    end_s: float | None = None,
+) -> Iterator[np.ndarray]:
+    """Decoded float32 ``(channels, n)`` blocks of ``info.path`` between ``start_s`` and ``end_s``.
+
+    ``rate`` resamples (soxr, streaming) as blocks arrive; ``first_channel`` keeps channel 0
+    only, as the service does. Raises ``Audio.DecoderError`` on any decoding failure.
+    """
+    path = info.path
+    sr = info.sample_rate
+    start = max(int(round(start_s * sr)), 0)
+    stop = None if end_s is None else max(int(round(end_s * sr)), start)
+    use_sf = info.container in _SF_KINDS and info.codec not in ("aac",)
+    raw = _blocks_soundfile(path, info, start, stop) if use_sf else _blocks_av(path, info, start, stop)
+    resampler: Any = None
+    if rate is not None and rate != sr:
+        import soxr
+
+        resampler = soxr.ResampleStream(sr, rate, 1 if first_channel else info.channels, dtype="float32", quality="HQ")
+    try:
+        for block in _guard(path, raw):
+            if first_channel:
+                block = block[:1]
+            if resampler is not None:
+                out = resampler.resample_chunk(np.ascontiguousarray(block.T))
+                if out.size:
+                    yield np.ascontiguousarray(out.T)
+            else:
+                yield block
+        if resampler is not None:
+            tail = resampler.resample_chunk(np.zeros((0, 1 if first_channel else info.channels), np.float32), last=True)
+            if tail.size:
+                yield np.ascontiguousarray(tail.T)
+    finally:
+        with contextlib.suppress(Exception):
+            raw.close()  # type: ignore[attr-defined]
+
+
+def _guard(path: str, blocks: Iterator[np.ndarray]) -> Iterator[np.ndarray]:
+    """Translate libsndfile / FFmpeg failures into Audio.DecoderError at one boundary."""
+    import soundfile as sf
+
+    try:
+        import av
+
+        av_errors: tuple[type[BaseException], ...] = (av.FFmpegError,)
+    except ImportError:  # pragma: no cover - av is a hard dependency
+        av_errors = ()
+    try:
+        yield from blocks
+    except (sf.LibsndfileError, RuntimeError, ValueError, EOFError, *av_errors) as exc:
+        raise _decoder_error(path, f"decoding failed ({_short(exc)})") from None
+
+
+def decode(
+    path: str | os.PathLike[str] | SourceInfo,
+    *,
+    rate: int | None = None,
+    first_channel: bool = False,
+    start_s: float = 0.0,
+    end_s: float | None = None,
+) -> Clip:
+    """Decode (a part of) a file into a Clip at ``rate`` (native when None).
+
+    The output buffer is allocated once from the probed duration, so peak memory is the size of
+    the result plus one block, not the whole file at its source rate.
+    """
+    info = path if isinstance(path, SourceInfo) else probe(path)
+    out_rate = rate or info.sample_rate
+    channels = 1 if first_channel else info.channels
+    end = info.duration_s if end_s is None else min(end_s, info.duration_s) if info.duration_s > 0 else end_s
+    expect = int(max((end or 0.0) - start_s, 0.0) * out_rate) + out_rate  # one second of slack
+    buf = np.empty((channels, max(expect, 1)), dtype=np.float32)
+    n = 0
+    for block in iter_blocks(info, rate=rate, first_channel=first_channel, start_s=start_s, end_s=end_s):
+        k = block.shape[1]
+        if n + k > buf.shape[1]:
+            grown = np.empty((channels, max(buf.shape[1] * 2, n + k)), dtype=np.float32)
+            grown[:, :n] = buf[:, :n]
+            buf = grown
+        buf[:, n : n + k] = block
+        n += k
+    if n == 0:
+        raise _decoder_error(info.path, "no audio could be decoded from the file", "export the recording again")
+    samples = buf[:, :n] if n == buf.shape[1] else buf[:, :n].copy()
+    declared = info.duration_s - start_s if end_s is None else None
+    got = n / out_rate
+    if declared is not None and declared > 1.0 and got < 0.5 * declared:
+        raise _decoder_error(
+            info.path,
+            f"truncated: the header declares {declared:.1f} s but only {got:.1f} s decode",
+            "the file was cut off while copying or recording; export it again",
+        )
+    if not np.all(np.isfinite(samples)):
+        samples = np.nan_to_num(samples, nan=0.0, posinf=1.0, neginf=-1.0)
+    if end_s is None and start_s == 0.0:
+        info = dataclasses.replace(info, duration_s=got)
+    return Clip(samples=samples, sample_rate=out_rate, source=info, offset_s=start_s)
+
+
+def write_wav_atomic(path: str | os.PathLike[str], samples: np.ndarray, sample_rate: int) -> int:
+    """Write float samples ``(channels, frames)``, already on the 16-bit grid, as 16-bit PCM WAV.
+
+    Written to a temporary file in the same folder, fsynced, then renamed over ``path``; an
+    interrupted run leaves no partial file. Returns the size in bytes.
+    """
+    import soundfile as sf
+
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    pcm = np.clip(np.round(np.asarray(samples, dtype=np.float64) * 32768.0), -32768, 32767).astype(np.int16)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part", dir=target.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            sf.write(fh, pcm.T, sample_rate, subtype="PCM_16", format="WAV")
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    return target.stat().st_size
+
+
+def wav_size_bytes(frames: int, channels: int, bits: int = 16) -> int:
+    """Size of a canonical PCM WAV file (44-byte header)."""
+    return 44 + frames * channels * bits // 8

@@ -1,0 +1,57 @@
+"""The `voiceprep` command line: main(argv) -> exit code (0 ok, 1 refused, 2 usage/config)."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+# Modules that add subcommands: each exposes register(subparsers) and sets `func` on its parser,
+# a callable(args) -> int. Imported lazily so `voiceprep check` stays fast.
+SUBCOMMAND_MODULES: tuple[str, ...] = (
+    "pipeline.commands",
+)
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.print_usage(sys.stderr)
+        sys.stderr.write(f"voiceprep: error: {message}\n")
+        raise SystemExit(2)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from . import __version__
+
+    parser = _Parser(
+        prog="voiceprep",
+        description="Prepare and validate recordings for CosyVoice voice cloning.",
+        epilog="Exit codes: 0 all files pass, 1 some refused, 2 usage or config error.",
+    )
+    parser.add_argument("--version", action="version", version=f"voiceprep {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    for name in SUBCOMMAND_MODULES:
+        importlib.import_module(name).register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    try:
+        args = parser.parse_args(list(sys.argv[1:] if argv is None else argv))
+    except SystemExit as exc:
+        return int(exc.code or 0) if not isinstance(exc.code, str) else 2
+    func = getattr(args, "func", None)
+    if func is None:
+        parser.print_help()
+        return 2
+    try:
+        return int(func(args))
+    except KeyboardInterrupt:
+        sys.stderr.write("voiceprep: interrupted\n")
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,107 @@
+"""The audio subcommands: `stages`, `check` (and `run`)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+CODES_EPILOG = """\
+codes (the service's own):
+  BadRequest.UnsupportedFileFormat  not WAV 16-bit PCM, MP3 or M4A/AAC
+  Audio.DecoderError                damaged, truncated, empty or not audio
+  Audio.FileSizeExceed              larger than 10 MB
+  Audio.AudioRateError              sample rate under 16 kHz
+  InternalError                     longer than 60 s (the service's "audio preprocess server error")
+  Audio.AudioSilentError            10 s of speech or less on the first channel
+  Audio.AudioShortError             no continuous speech run longer than 5 s
+exit codes: 0 all pass, 1 some refused, 2 usage or config error"""
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser(
+        "check",
+        help="the service's verdict on each file as it would be uploaded (writes nothing)",
+        description="Judge each file exactly as the CosyVoice service would, before upload. "
+        "Prints one line per refused file: PATH: CODE: message (hint).",
+        epilog=CODES_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("paths", nargs="+", metavar="FILE|DIR", help="files, or folders searched recursively for audio")
+    p.add_argument("--config", metavar="PIPELINE.yaml", help="pipeline file (default: the bundled pipeline.yaml)")
+    p.add_argument("--json", action="store_true", help="print JSON Lines with every measured value, one per file")
+    p.add_argument("-v", "--verbose", action="store_true", help="also print a line for files that pass")
+    p.set_defaults(func=cmd_check)
+
+    s = sub.add_parser(
+        "stages",
+        help="list every stage with its options, types, defaults and description",
+        description="List every registered stage: its YAML name, what it does, and its options.",
+    )
+    s.add_argument("--json", action="store_true", help="machine-readable output")
+    s.set_defaults(func=cmd_stages)
+
+
+def _config(path: str | None) -> Any:
+    from .config import load
+    from .errors import ConfigError
+
+    try:
+        return load(path)
+    except ConfigError as exc:
+        sys.stderr.write(f"voiceprep: config error: {exc}\n")
+        return None
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from .api import check, expand
+
+    cfg = _config(args.config)
+    if cfg is None:
+        return 2
+    files = expand(args.paths)
+    missing = [str(f) for f in files if not f.exists()]
+    if missing:
+        sys.stderr.write(f"voiceprep: error: no such file or folder: {missing[0]}\n")
+        return 2
+    if not files:
+        sys.stderr.write("voiceprep: error: no audio files found in " + ", ".join(args.paths) + "\n")
+        return 2
+    failed = 0
+    for f in files:
+        verdict = check(f, cfg)
+        failed += not verdict.ok
+        if args.json:
+            sys.stdout.write(json.dumps(verdict.as_dict(), ensure_ascii=False) + "\n")
+        elif not verdict.ok or args.verbose:
+            sys.stdout.write(verdict.line() + "\n")
+            for w in verdict.warnings:
+                sys.stdout.write(f"{f}: warning {w['code']}: {w['message']}" + (f" ({w['hint']})" if w["hint"] else "") + "\n")
+        sys.stdout.flush()
+    return 1 if failed else 0
+
+
+def cmd_stages(args: argparse.Namespace) -> int:
+    from . import registry
+
+    stages = registry.available()
+    if args.json:
+        out = [
+            {
+                "name": name,
+                "summary": registry.summary(cls),
+                "changes_audio": bool(cls.changes_audio),
+                "options": [o.__dict__ for o in registry.options(cls)],
+            }
+            for name, cls in stages.items()
+        ]
+        sys.stdout.write(json.dumps(out, indent=2) + "\n")
+        return 0
+    for name, cls in stages.items():
+        kind = "changes audio" if cls.changes_audio else "measures only"
+        sys.stdout.write(f"{name}  ({kind})\n    {registry.summary(cls)}\n")
+        for o in registry.options(cls):
+            sys.stdout.write(f"    {o.name}: {o.type} = {json.dumps(o.default)}\n        {o.help}\n")
+        sys.stdout.write("\n")
+    return 0

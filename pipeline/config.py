@@ -1,0 +1,95 @@
+"""Load pipeline.yaml strictly: unknown stages, options or types fail before any audio is read."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from . import registry
+from .errors import ConfigError
+from .pipeline import Pipeline
+
+TOP_LEVEL_KEYS = ("check", "run", "enroll")
+
+
+def default_config_path() -> Path:
+    """The bundled pipeline.yaml (inside the wheel, or at the root of a source checkout)."""
+    here = Path(__file__).resolve().parent
+    for candidate in (here / "pipeline.yaml", here.parent / "pipeline.yaml"):
+        if candidate.is_file():
+            return candidate
+    raise ConfigError("the bundled pipeline.yaml is missing from this installation")
+
+
+@dataclass(frozen=True)
+class Config:
+    """A loaded pipeline.yaml: the `check` chain, the `run` chain and the raw `enroll` section."""
+
+    check: Pipeline
+    run: Pipeline
+    enroll: Mapping[str, Any] = field(default_factory=dict)
+    path: str | None = None
+
+
+def build_chain(spec: Any, where: str) -> Pipeline:
+    """Build a Pipeline from a YAML list of `name` or `{name: {options}}` items."""
+    if spec is None:
+        return Pipeline(())
+    if not isinstance(spec, list):
+        raise ConfigError(f"{where}: expected a list of stages, got {type(spec).__name__}")
+    stages = []
+    for i, item in enumerate(spec):
+        if isinstance(item, str):
+            name, opts = item, {}
+        elif isinstance(item, Mapping) and len(item) == 1:
+            name, opts = next(iter(item.items()))
+            if opts is None:
+                opts = {}
+            if not isinstance(opts, Mapping):
+                raise ConfigError(f"{where}[{i}] {name!r}: options must be a mapping, got {opts!r}")
+        else:
+            raise ConfigError(f"{where}[{i}]: expected `name` or `{{name: {{options}}}}`, got {item!r}")
+        if not isinstance(name, str):
+            raise ConfigError(f"{where}[{i}]: stage name must be a string, got {name!r}")
+        stages.append(registry.build(name, opts))
+    return Pipeline(tuple(stages))
+
+
+def parse(data: Any, source: str | None = None) -> Config:
+    """Validate a parsed YAML document and build its chains."""
+    if data is None:
+        data = {}
+    if not isinstance(data, Mapping):
+        raise ConfigError("the top level must be a mapping with keys " + ", ".join(TOP_LEVEL_KEYS), source=source)
+    unknown = sorted(set(data) - set(TOP_LEVEL_KEYS))
+    if unknown:
+        raise ConfigError(
+            f"unknown key {unknown[0]!r}; valid keys: {', '.join(TOP_LEVEL_KEYS)}", source=source
+        )
+    try:
+        check = build_chain(data.get("check"), "check")
+        run = build_chain(data.get("run"), "run")
+    except ConfigError as exc:
+        raise ConfigError(exc.message, source=source) from None
+    enroll = data.get("enroll") or {}
+    if not isinstance(enroll, Mapping):
+        raise ConfigError("`enroll` must be a mapping", source=source)
+    return Config(check=check, run=run, enroll=dict(enroll), path=source)
+
+
+def load(path: str | Path | None = None) -> Config:
+    """Load a pipeline.yaml (the bundled default when ``path`` is None)."""
+    import yaml
+
+    p = Path(path) if path is not None else default_config_path()
+    try:
+        text = p.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot read config: {exc.strerror}", source=str(p)) from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"not valid YAML: {str(exc).splitlines()[0]}", source=str(p)) from None
+    return parse(data, str(p))

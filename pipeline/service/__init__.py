@@ -1,0 +1,1 @@
+"""The CosyVoice enrollment service: httpx client, uploads, ledger and a local emulator."""

