@@ -42,6 +42,8 @@ def register(sub: Any) -> None:
     s.add_argument("--json", action="store_true", help="machine-readable output")
     s.set_defaults(func=cmd_stages)
 
+    register_run(sub)
+
 
 def _config(path: str | None) -> Any:
     from .config import load
@@ -105,3 +107,61 @@ def cmd_stages(args: argparse.Namespace) -> int:
             sys.stdout.write(f"    {o.name}: {o.type} = {json.dumps(o.default)}\n        {o.help}\n")
         sys.stdout.write("\n")
     return 0
+
+
+def register_run(sub: Any) -> None:
+    p = sub.add_parser(
+        "run",
+        help="turn recordings into clean 10-20 s 16-bit WAV clips the service accepts",
+        description="Process recordings with the `run` chain of pipeline.yaml. Folders are walked recursively and "
+        "mirrored under --out as .wav; inputs are never modified; outputs are written atomically. Files that "
+        "cannot be saved are refused with the service's code and a hint.",
+        epilog=CODES_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("paths", nargs="+", metavar="PATH", help="files, or folders searched recursively for audio")
+    p.add_argument("--out", required=True, metavar="DIR", help="output folder (created if missing)")
+    p.add_argument("--config", metavar="PIPELINE.yaml", help="pipeline file (default: the bundled pipeline.yaml)")
+    p.add_argument("--jobs", type=int, default=None, metavar="N", help="worker processes (default: number of cores)")
+    p.add_argument("--report", metavar="FILE.jsonl", help="append one JSON line per input to this file")
+    p.add_argument("-q", "--quiet", action="store_true", help="no per-file lines, only the summary")
+    p.set_defaults(func=cmd_run)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from .report import summary
+    from .runner import plan, run_paths
+
+    cfg = _config(args.config)
+    if cfg is None:
+        return 2
+    if args.jobs is not None and args.jobs < 1:
+        sys.stderr.write("voiceprep: error: --jobs must be at least 1\n")
+        return 2
+    missing = [p for p in args.paths if not Path(p).exists()]
+    if missing:
+        sys.stderr.write(f"voiceprep: error: no such file or folder: {missing[0]}\n")
+        return 2
+    if not plan(args.paths, args.out):
+        sys.stderr.write("voiceprep: error: no audio files found in " + ", ".join(args.paths) + "\n")
+        return 2
+    progress = sys.stderr.isatty() and not args.quiet
+
+    def show(res: Any) -> None:
+        if not args.quiet and (not res.ok or not progress):
+            sys.stdout.write(res.line() + "\n")
+            sys.stdout.flush()
+
+    results = run_paths(
+        args.paths,
+        args.out,
+        cfg,
+        jobs=args.jobs,
+        report=Path(args.report) if args.report else None,
+        progress=progress,
+        on_result=show,
+    )
+    sys.stdout.write(summary(results) + "\n")
+    return 0 if all(r.ok for r in results) else 1

@@ -1,0 +1,245 @@
+"""Run the `run` chain over files and folders: workers, long inputs in blocks, atomic outputs.
+
+Only the runner reads and writes files. A long input is first scouted block by block (each
+block through the chain up to the `window` stage) so memory stays flat in input length; then
+only the chosen region is decoded at full rate and taken through the whole chain.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import traceback
+from collections.abc import Callable, Iterable
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .api import expand
+from .audio_io import decode, probe, write_wav_atomic
+from .clip import Clip
+from .config import Config
+from .errors import PipelineError
+from .report import FileResult, summary, write_line
+
+BLOCK_S = 120.0  # scouting block for long inputs (seconds)
+OVERLAP_S = 25.0  # blocks overlap by more than the longest window, so every window lies in one block
+REGION_PAD_S = 1.0
+
+
+@dataclass(frozen=True)
+class Job:
+    input: str
+    output: str
+
+
+def plan(paths: Iterable[str], out_dir: str | Path) -> list[Job]:
+    """Map inputs to outputs under ``out_dir``, mirroring folder trees, as ``.wav``.
+
+    Two inputs that would land on the same output (``a.mp3`` and ``a.m4a``) keep their
+    extension in the name (``a.mp3.wav``).
+    """
+    out_root = Path(out_dir)
+    pairs: list[tuple[Path, Path]] = []
+    for raw in paths:
+        root = Path(raw)
+        for f in expand([raw]):
+            rel = f.relative_to(root) if root.is_dir() else Path(f.name)
+            pairs.append((f, rel))
+    counts: dict[Path, int] = {}
+    for _, rel in pairs:
+        key = rel.with_suffix(".wav")
+        counts[key] = counts.get(key, 0) + 1
+    jobs = []
+    for f, rel in pairs:
+        key = rel.with_suffix(".wav")
+        target = key if counts[key] == 1 else rel.with_name(rel.name + ".wav")
+        jobs.append(Job(str(f), str(out_root / target)))
+    return jobs
+
+
+def _best_region(info: Any, chain: Any) -> tuple[float, float] | None:
+    """Scout a long input block by block; the region (seconds) around the best window, if any."""
+    upto = chain.until("window")
+    best: tuple[float, float, float] | None = None
+    start = 0.0
+    while start < info.duration_s:
+        end = min(start + BLOCK_S, info.duration_s)
+        try:
+            clip = upto(decode(info, start_s=start, end_s=end))
+        except PipelineError:
+            clip = None
+        if clip is not None and "segment" in clip.info:
+            seg = clip.info["segment"]
+            score = float(clip.info.get("window_score", 0.0))
+            if best is None or score > best[0]:
+                best = (score, seg["start_s"], seg["end_s"])
+        if end >= info.duration_s:
+            break
+        start = end - OVERLAP_S
+    if best is None:
+        return None
+    return max(best[1] - REGION_PAD_S, 0.0), min(best[2] + REGION_PAD_S, info.duration_s)
+
+
+def process_file(job: Job, config: Config) -> FileResult:
+    """Take one input through the `run` chain and write its output; never raises for a bad file."""
+    try:
+        info = probe(job.input)
+        chain = config.run
+        long_input = info.duration_s > BLOCK_S and "window" in chain.names()
+        region = _best_region(info, chain) if long_input else None
+        if region is not None:
+            clip = decode(info, start_s=region[0], end_s=region[1])
+        else:
+            clip = decode(info)
+        clip = chain(clip)
+        write_wav_atomic(job.output, clip.samples, clip.sample_rate)
+        return _result_ok(job, clip, info.duration_s)
+    except PipelineError as exc:
+        return FileResult(
+            input=job.input,
+            status="rejected",
+            code=exc.code,
+            message=exc.message,
+            hint=exc.hint,
+            stage=exc.stage,
+            metrics=exc.metrics,
+        )
+    except Exception as exc:  # noqa: BLE001 - one bad file must never stop the batch
+        tb = traceback.extract_tb(exc.__traceback__)
+        where = f" at {Path(tb[-1].filename).name}:{tb[-1].lineno}" if tb else ""
+        return FileResult(
+            input=job.input,
+            status="rejected",
+            code="voiceprep.UnexpectedError",
+            message=f"{type(exc).__name__}: {exc}{where}",
+            hint="this is a voiceprep bug; please report it with the file",
+        )
+
+
+def _result_ok(job: Job, clip: Clip, input_duration_s: float) -> FileResult:
+    metrics = dict(clip.info.get("metrics", {}))
+    metrics.pop("segments", None)
+    metrics["input_duration_s"] = round(input_duration_s, 3)
+    metrics.setdefault("sample_rate", clip.sample_rate)
+    return FileResult(
+        input=job.input,
+        status="ok",
+        output=job.output,
+        warnings=[w.as_dict() for w in clip.warnings],
+        segment=clip.info.get("segment"),
+        metrics=metrics,
+    )
+
+
+def run_paths(
+    paths: list[str],
+    out_dir: str | Path,
+    config: Config,
+    *,
+    jobs: int | None = None,
+    report: Path | None = None,
+    progress: bool = False,
+    on_result: Callable[[FileResult], None] | None = None,
+) -> list[FileResult]:
+    """Process every input; results in input order. The report is appended line by line as files finish."""
+    planned = plan(paths, out_dir)
+    n_jobs = max(1, min(jobs or os.cpu_count() or 1, len(planned) or 1))
+    results: dict[int, FileResult] = {}
+    if report is not None:
+        Path(report).parent.mkdir(parents=True, exist_ok=True)
+    fh = open(report, "a", encoding="utf-8") if report is not None else None  # noqa: SIM115
+    bar = _Progress(len(planned)) if progress else None
+
+    def done(i: int, res: FileResult) -> None:
+        results[i] = res
+        if fh is not None:
+            write_line(fh, res)
+        if on_result is not None:
+            on_result(res)
+        if bar is not None:
+            bar.advance(res)
+
+    try:
+        if n_jobs == 1:
+            for i, job in enumerate(planned):
+                done(i, process_file(job, config))
+        else:
+            _run_pool(planned, config, n_jobs, done)
+    finally:
+        if fh is not None:
+            fh.close()
+        if bar is not None:
+            bar.close()
+    return [results[i] for i in range(len(planned))]
+
+
+def _run_pool(planned: list[Job], config: Config, n_jobs: int, done: Callable[[int, FileResult], None]) -> None:
+    pending = set(range(len(planned)))
+    try:
+        with ProcessPoolExecutor(max_workers=n_jobs) as pool:
+            futures = {pool.submit(process_file, planned[i], config): i for i in sorted(pending)}
+            remaining = set(futures)
+            while remaining:
+                finished, remaining = wait(remaining, return_when=FIRST_COMPLETED)
+                for fut in finished:
+                    i = futures[fut]
+                    try:
+                        res = fut.result()
+                    except BrokenProcessPool:
+                        raise
+                    except Exception as exc:  # noqa: BLE001 - e.g. an unpicklable result
+                        res = _crashed(planned[i], f"{type(exc).__name__}: {exc}")
+                    pending.discard(i)
+                    done(i, res)
+    except BrokenProcessPool:
+        # A worker died (native crash, out of memory). Finished files are kept; the rest run one
+        # by one, each in a fresh process, so only the file that kills its worker is lost.
+        for i in sorted(pending):
+            with ProcessPoolExecutor(max_workers=1) as solo:
+                try:
+                    res = solo.submit(process_file, planned[i], config).result()
+                except BrokenProcessPool:
+                    res = _crashed(planned[i], "the worker process died on this file")
+            done(i, res)
+
+
+def _crashed(job: Job, message: str) -> FileResult:
+    return FileResult(
+        input=job.input,
+        status="rejected",
+        code="voiceprep.UnexpectedError",
+        message=message,
+        hint="this is a voiceprep bug; please report it with the file",
+    )
+
+
+class _Progress:
+    """A rich progress bar on stderr (only when it is a terminal)."""
+
+    def __init__(self, total: int) -> None:
+        from rich.console import Console
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+        self._p = Progress(
+            TextColumn("voiceprep run"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeRemainingColumn(),
+            console=Console(file=sys.stderr),
+            transient=True,
+        )
+        self._task = self._p.add_task("run", total=total)
+        self._p.start()
+
+    def advance(self, _res: FileResult) -> None:
+        self._p.advance(self._task)
+
+    def close(self) -> None:
+        self._p.stop()
+
+
+__all__ = ["FileResult", "Job", "plan", "process_file", "run_paths", "summary"]

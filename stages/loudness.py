@@ -1,0 +1,124 @@
+"""loudness: BS.1770 integrated loudness to a target, then a true-peak limiter."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+import numpy as np
+
+from pipeline.clip import Clip
+from pipeline.registry import register
+from pipeline.stage import option
+
+OVERSAMPLE = 4
+
+
+def integrated_lufs(x: np.ndarray, rate: int) -> float:
+    """BS.1770-4 gated integrated loudness of mono ``x`` (pyloudnorm); -inf for silence or < 0.4 s."""
+    import pyloudnorm
+
+    if len(x) < int(0.4 * rate) + 1:
+        return float("-inf")
+    return float(pyloudnorm.Meter(rate).integrated_loudness(np.asarray(x, dtype=np.float64)))
+
+
+def _oversampled_abs(x: np.ndarray) -> np.ndarray:
+    from scipy.signal import resample_poly
+
+    return np.abs(resample_poly(np.asarray(x, dtype=np.float64), OVERSAMPLE, 1))
+
+
+def true_peak_dbtp(x: np.ndarray) -> float:
+    """True peak (dBTP) with 4x polyphase oversampling, as BS.1770 Annex 2."""
+    if len(x) == 0:
+        return float("-inf")
+    peak = float(np.max(_oversampled_abs(x)))
+    return 20 * np.log10(peak) if peak > 0 else float("-inf")
+
+
+def limit(x: np.ndarray, rate: int, ceiling_dbtp: float, hold_s: float = 0.01) -> np.ndarray:
+    """Bring true peaks under ``ceiling_dbtp`` with a smooth, look-ahead gain curve.
+
+    The needed gain reduction per sample (from 4x oversampled peaks) is held for ``hold_s`` and
+    averaged over half that, so the gain falls before each peak and recovers after it without
+    clicks; a final static trim catches what the smoothing left.
+    """
+    from scipy.ndimage import maximum_filter1d, uniform_filter1d
+
+    ceiling = 10 ** (ceiling_dbtp / 20)
+    peaks = _oversampled_abs(x).reshape(-1, OVERSAMPLE)[: len(x)].max(axis=1)
+    need = 1.0 - np.minimum(1.0, ceiling / np.maximum(peaks, 1e-12))
+    if not np.any(need > 0):
+        return x
+    hold = max(int(hold_s * rate), 3)
+    reduction = uniform_filter1d(maximum_filter1d(need, size=hold, mode="nearest"), size=max(hold // 2, 1), mode="nearest")
+    y = (x * (1.0 - reduction)).astype(np.float32)
+    for _ in range(3):
+        tp = true_peak_dbtp(y)
+        if tp <= ceiling_dbtp:
+            break
+        y = (y * 10 ** ((ceiling_dbtp - tp - 0.01) / 20)).astype(np.float32)
+    return y
+
+
+def normalize(
+    x: np.ndarray, rate: int, target_lufs: float, ceiling_dbtp: float, max_gain_db: float
+) -> tuple[np.ndarray, float, float, float]:
+    """Gain to ``target_lufs`` then limit to ``ceiling_dbtp``; a few make-up rounds keep loudness on target.
+
+    Returns (audio, gain applied in dB, final LUFS, final dBTP).
+    """
+    before = integrated_lufs(x, rate)
+    if not np.isfinite(before):
+        return x, 0.0, before, true_peak_dbtp(x)
+    y = x.astype(np.float32)
+    total = 0.0
+    for _ in range(4):
+        now = integrated_lufs(y, rate)
+        step = float(np.clip(target_lufs - now, -60.0, max_gain_db - total))
+        if abs(step) < 0.05:
+            break
+        total += step
+        y = limit((y * 10 ** (step / 20)).astype(np.float32), rate, ceiling_dbtp)
+    return y, total, integrated_lufs(y, rate), true_peak_dbtp(y)
+
+
+@register
+@dataclass(frozen=True)
+class Loudness:
+    """Normalise to ``target_lufs`` (BS.1770, pyloudnorm), then limit true peaks to ``ceiling_dbtp``.
+
+    Audio without speech is never amplified (the gain is 0 dB when the clip holds no speech).
+    """
+
+    name: ClassVar[str] = "loudness"
+    changes_audio: ClassVar[bool] = True
+
+    target_lufs: float = option(-20.0, "integrated loudness target (LUFS)")
+    ceiling_dbtp: float = option(-1.5, "true-peak ceiling after limiting (dBTP, 4x oversampled)")
+    max_gain_db: float = option(35.0, "never raise the level by more than this (dB)")
+
+    def __post_init__(self) -> None:
+        if not -40.0 <= self.target_lufs <= -5.0:
+            raise ValueError("target_lufs must be between -40 and -5")
+        if not -12.0 <= self.ceiling_dbtp <= 0.0:
+            raise ValueError("ceiling_dbtp must be between -12 and 0")
+        if self.max_gain_db < 0:
+            raise ValueError("max_gain_db must be >= 0")
+
+    def __call__(self, clip: Clip) -> Clip:
+        x = clip.samples[0]
+        has_speech = bool(clip.info.get("speech_segments", [True]))
+        if not has_speech:
+            lufs, tp = integrated_lufs(x, clip.sample_rate), true_peak_dbtp(x)
+            y, gain = x, 0.0
+        else:
+            y, gain, lufs, tp = normalize(x, clip.sample_rate, self.target_lufs, self.ceiling_dbtp, self.max_gain_db)
+        metrics = {
+            **dict(clip.info.get("metrics", {})),
+            "loudness_lufs": round(lufs, 2) if np.isfinite(lufs) else None,
+            "true_peak_dbtp": round(tp, 2) if np.isfinite(tp) else None,
+            "gain_db": round(gain, 2),
+        }
+        return clip.replace(samples=np.asarray(y, dtype=np.float32)[np.newaxis, :]).with_info(metrics=metrics)

@@ -1,0 +1,271 @@
+"""window: cut the best 10-20 s of continuous, steady speech, with edges in silence valleys."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import numpy as np
+
+from pipeline.clip import Clip
+from pipeline.errors import service_error
+from pipeline.registry import register
+from pipeline.stage import option
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """Segments ``first..last`` (inclusive) as one window; times in the clip's seconds."""
+
+    first: int
+    last: int
+    pieces: tuple[tuple[float, float], ...]  # source intervals joined with crossfades
+    duration_s: float
+    speech_s: float
+    longest_run_s: float
+    longest_pause_s: float
+    spread_db: float
+    shortened: int  # pauses shortened
+
+    @property
+    def start_s(self) -> float:
+        return self.pieces[0][0]
+
+    @property
+    def end_s(self) -> float:
+        return self.pieces[-1][1]
+
+
+def split_long(segments: np.ndarray, x: np.ndarray, rate: int, max_len_s: float) -> np.ndarray:
+    """Split segments longer than ``max_len_s`` at their quietest 30 ms point (a breath, a stop)."""
+    out: list[tuple[float, float]] = []
+    hop = max(1, int(0.03 * rate))
+    stack = [tuple(s) for s in segments[::-1]]
+    while stack:
+        a, b = stack.pop()
+        if b - a <= max_len_s:
+            out.append((a, b))
+            continue
+        lo, hi = int((a + 0.25 * (b - a)) * rate), int((a + 0.75 * (b - a)) * rate)
+        n = max((hi - lo) // hop, 1)
+        frames = x[lo : lo + n * hop].reshape(n, hop) if hi - lo >= hop else x[lo:hi].reshape(1, -1)
+        k = int(np.argmin(np.mean(frames.astype(np.float64) ** 2, axis=1)))
+        cut = (lo + k * hop + hop / 2) / rate
+        stack.append((cut, b))
+        stack.append((a, cut))
+    return np.array(out, dtype=np.float64).reshape(-1, 2)
+
+
+def segment_levels(x: np.ndarray, rate: int, segments: np.ndarray) -> np.ndarray:
+    """RMS level (dB) of each speech segment."""
+    out = np.empty(len(segments))
+    for k, (a, b) in enumerate(segments):
+        seg = x[int(a * rate) : max(int(b * rate), int(a * rate) + 1)]
+        out[k] = 10 * np.log10(np.mean(np.square(seg, dtype=np.float64)) + 1e-12)
+    return out
+
+
+def candidates(
+    segments: np.ndarray,
+    levels: np.ndarray,
+    duration_s: float,
+    *,
+    min_s: float,
+    max_s: float,
+    max_pause_s: float,
+    merge_gap_s: float,
+    edge_s: float,
+    shorten_to_s: float | None,
+) -> list[Candidate]:
+    """Every window of consecutive segments that fits in ``max_s`` with no pause over ``max_pause_s``.
+
+    With ``shorten_to_s``, pauses longer than that are cut down to it first (the window is then
+    rendered from several pieces). Edges take up to ``edge_s`` of the silence around the
+    speech, never more than half of the neighbouring pause, so they never cut into a word.
+    """
+    n = len(segments)
+    out: list[Candidate] = []
+    for i in range(n):
+        prev_end = segments[i - 1, 1] if i > 0 else 0.0
+        lead = min(edge_s, (segments[i, 0] - prev_end) / (2 if i > 0 else 1))
+        start = segments[i, 0] - max(lead, 0.0)
+        pieces_start = start
+        pieces: list[tuple[float, float]] = []
+        length = 0.0  # rendered length before the current piece
+        speech = 0.0
+        run = 0.0
+        longest_run = 0.0
+        longest_pause = 0.0
+        shortened = 0
+        for j in range(i, n):
+            if j > i:
+                gap = segments[j, 0] - segments[j - 1, 1]
+                if shorten_to_s is not None and gap > shorten_to_s:
+                    half = shorten_to_s / 2
+                    pieces.append((pieces_start, segments[j - 1, 1] + half))
+                    length += segments[j - 1, 1] + half - pieces_start
+                    pieces_start = segments[j, 0] - half
+                    gap = shorten_to_s
+                    shortened += 1
+                if gap > max_pause_s:
+                    break
+                longest_pause = max(longest_pause, gap)
+                run = run + gap if gap < merge_gap_s else 0.0
+            speech += segments[j, 1] - segments[j, 0]
+            run += segments[j, 1] - segments[j, 0]
+            longest_run = max(longest_run, run)
+            next_start = segments[j + 1, 0] if j + 1 < n else duration_s
+            tail = min(edge_s, (next_start - segments[j, 1]) / (2 if j + 1 < n else 1))
+            end = segments[j, 1] + max(tail, 0.0)
+            total = length + (end - pieces_start)
+            if total > max_s:
+                break
+            if total >= min_s:
+                lv = levels[i : j + 1]
+                out.append(
+                    Candidate(
+                        first=i,
+                        last=j,
+                        pieces=(*pieces, (pieces_start, end)),
+                        duration_s=total,
+                        speech_s=speech,
+                        longest_run_s=longest_run,
+                        longest_pause_s=longest_pause,
+                        spread_db=float(np.std(lv)) if len(lv) > 1 else 0.0,
+                        shortened=shortened,
+                    )
+                )
+    return out
+
+
+def render(x: np.ndarray, rate: int, pieces: tuple[tuple[float, float], ...], crossfade_s: float) -> tuple[np.ndarray, list[float]]:
+    """Join source intervals with equal-power crossfades; returns audio and each piece's output offset."""
+    xf = max(int(crossfade_s * rate), 1)
+    out = np.zeros(0, dtype=np.float32)
+    offsets: list[float] = []
+    for a, b in pieces:
+        part = x[max(int(round(a * rate)), 0) : int(round(b * rate))].astype(np.float32)
+        if out.size == 0:
+            offsets.append(0.0)
+            out = part
+            continue
+        k = min(xf, out.size, part.size)
+        offsets.append((out.size - k) / rate)
+        t = np.linspace(0.0, np.pi / 2, k, dtype=np.float32)
+        joined = out[-k:] * np.cos(t) + part[:k] * np.sin(t)
+        out = np.concatenate([out[:-k], joined, part[k:]])
+    return out, offsets
+
+
+@register
+@dataclass(frozen=True)
+class Window:
+    """Cut the best ``min_s``-``max_s`` window: most speech, one run over ``min_run_s``, steady level.
+
+    Window edges lie in silence valleys (never mid-word); no pause inside is longer than
+    ``max_pause_s``. With ``shorten_pauses`` (used only when no window qualifies without it),
+    pauses longer than ``pause_to_s`` are cut down with short crossfades and a
+    ``pause_shortened`` warning. Raises Audio.AudioSilentError when the whole recording holds
+    ``min_speech_s`` of speech or less. ``info["segment"]`` is the window in input seconds.
+    """
+
+    name: ClassVar[str] = "window"
+    changes_audio: ClassVar[bool] = True
+
+    min_s: float = option(10.0, "shortest window (seconds)")
+    max_s: float = option(20.0, "longest window (seconds)")
+    min_speech_s: float = option(10.5, "speech the window must hold (seconds; the service needs more than 10)")
+    min_run_s: float = option(5.5, "the window must hold a continuous run longer than this (seconds; service: 5)")
+    max_pause_s: float = option(2.0, "longest pause allowed inside the window (seconds)")
+    merge_gap_s: float = option(0.5, "pauses shorter than this keep a speech run continuous (seconds)")
+    edge_s: float = option(0.2, "silence kept before the first and after the last word (seconds)")
+    shorten_pauses: bool = option(True, "shorten long pauses when no window qualifies without it")
+    pause_to_s: float = option(0.5, "length long pauses are shortened to (seconds)")
+    crossfade_s: float = option(0.01, "crossfade at each shortened pause (seconds)")
+    steadiness_weight: float = option(0.3, "score penalty per dB of level spread between segments")
+    vad_threshold: float = option(0.5, "Silero speech probability that starts a speech segment (0-1)")
+
+    def __post_init__(self) -> None:
+        if not 0 < self.min_s < self.max_s:
+            raise ValueError("need 0 < min_s < max_s")
+        if not 0 < self.min_run_s <= self.min_speech_s <= self.max_s:
+            raise ValueError("need 0 < min_run_s <= min_speech_s <= max_s")
+        if self.pause_to_s <= 0 or self.pause_to_s > self.max_pause_s:
+            raise ValueError("pause_to_s must be positive and at most max_pause_s")
+        if not 0 < self.crossfade_s < self.pause_to_s / 2:
+            raise ValueError("crossfade_s must be positive and under half of pause_to_s")
+
+    def score(self, c: Candidate) -> float:
+        qualifies = c.speech_s >= self.min_speech_s and c.longest_run_s > self.min_run_s
+        return (1000.0 if qualifies else 0.0) + c.speech_s - self.steadiness_weight * c.spread_db - 0.5 * c.shortened
+
+    def choose(self, x: np.ndarray, rate: int, segments: np.ndarray) -> Candidate | None:
+        duration = len(x) / rate
+        segs = split_long(segments, x, rate, self.max_s - 2 * self.edge_s - 0.5)
+        levels = segment_levels(x, rate, segs)
+        kw: dict[str, Any] = {
+            "min_s": self.min_s,
+            "max_s": self.max_s,
+            "max_pause_s": self.max_pause_s,
+            "merge_gap_s": self.merge_gap_s,
+            "edge_s": self.edge_s,
+        }
+        plain = candidates(segs, levels, duration, shorten_to_s=None, **kw)
+        best = max(plain, key=self.score, default=None)
+        if (best is None or self.score(best) < 1000.0) and self.shorten_pauses:
+            short = candidates(segs, levels, duration, shorten_to_s=self.pause_to_s, **kw)
+            alt = max(short, key=self.score, default=None)
+            if alt is not None and (best is None or self.score(alt) > self.score(best)):
+                best = alt
+        if best is None and len(segs):  # too little speech for min_s: take it all, validate refuses
+            best = Candidate(0, len(segs) - 1, ((max(segs[0, 0] - self.edge_s, 0), min(segs[-1, 1] + self.edge_s, duration)),),
+                             duration, float(np.sum(segs[:, 1] - segs[:, 0])), 0.0, 0.0, 0.0, 0)
+        return best
+
+    def __call__(self, clip: Clip) -> Clip:
+        from pipeline import speech
+
+        x = clip.samples[0]
+        report = speech.detect(x, clip.sample_rate, threshold=self.vad_threshold, merge_gap_s=self.merge_gap_s)
+        found = {
+            "input_speech_s": round(report.speech_s, 3),
+            "input_longest_speech_s": round(report.longest_speech_s, 3),
+            "input_longest_pause_s": round(report.longest_pause_s, 3),
+        }
+        if report.speech_s <= 10.0:
+            raise service_error(
+                "Audio.AudioSilentError",
+                f"only {report.speech_s:.1f} s of speech found; more than 10 s needed",
+                hint="no usable voice: record 20-30 s of one person reading aloud, without music or noise",
+                metrics={**dict(clip.info.get("metrics", {})), **found},
+            )
+        best = self.choose(x, clip.sample_rate, report.segments)
+        if best is None:  # pragma: no cover - speech_s > 10 implies segments
+            raise service_error("Audio.AudioSilentError", "no speech segments found", metrics=found)
+        audio, offsets = render(x, clip.sample_rate, best.pieces, self.crossfade_s)
+        inside = []
+        for (a, b), off in zip(best.pieces, offsets):
+            for s, e in report.segments:
+                lo, hi = max(s, a), min(e, b)
+                if hi > lo:
+                    inside.append([round(off + lo - a, 4), round(off + hi - a, 4)])
+        out = clip.replace(samples=audio[np.newaxis, :], offset_s=clip.offset_s + best.start_s).with_info(
+            segment={"start_s": round(clip.offset_s + best.start_s, 3), "end_s": round(clip.offset_s + best.end_s, 3)},
+            window_score=round(self.score(best), 3),
+            window={
+                "speech_s": round(best.speech_s, 3),
+                "longest_run_s": round(best.longest_run_s, 3),
+                "longest_pause_s": round(best.longest_pause_s, 3),
+                "level_spread_db": round(best.spread_db, 2),
+                "pauses_shortened": best.shortened,
+            },
+            speech_segments=inside,
+            metrics={**dict(clip.info.get("metrics", {})), **found},
+        )
+        if best.shortened:
+            out = out.warn(
+                "pause_shortened",
+                f"{best.shortened} pause(s) longer than {self.pause_to_s:.1f} s shortened to {self.pause_to_s:.1f} s",
+                "for the most natural clone, read 20 s without long stops",
+            )
+        return out

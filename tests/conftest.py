@@ -1,0 +1,62 @@
+"""Shared test helpers: the real recordings in fixtures/ and signals built from them."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
+
+
+def load(name: str) -> tuple[np.ndarray, int]:
+    """A fixture as float32 (channels, frames) and its rate."""
+    x, sr = sf.read(FIXTURES / name, dtype="float32", always_2d=True)
+    return np.ascontiguousarray(x.T), int(sr)
+
+
+def write_av(path: Path, x: np.ndarray, sr: int, container: str, codec: str, bit_rate: int = 128_000) -> Path:
+    """Encode float (channels, frames) with PyAV (FFmpeg) into ``container`` with ``codec``."""
+    import av
+
+    x = np.atleast_2d(np.asarray(x, dtype=np.float32))
+    layout = "mono" if x.shape[0] == 1 else "stereo"
+    with av.open(str(path), "w", format=container) as out:
+        stream = out.add_stream(codec, rate=sr, layout=layout)
+        if codec not in ("flac",):
+            stream.bit_rate = bit_rate
+        fmt = stream.codec_context.codec.audio_formats[0].name if stream.codec_context.codec.audio_formats else "fltp"
+        resampler = av.AudioResampler(format=fmt, layout=layout, rate=sr)
+        hop = 4096
+        for i in range(0, x.shape[1], hop):
+            block = np.ascontiguousarray(x[:, i : i + hop])
+            frame = av.AudioFrame.from_ndarray(block, format="fltp", layout=layout)
+            frame.sample_rate = sr
+            frame.pts = i
+            frame.time_base = Fraction(1, sr)
+            for f in resampler.resample(frame):
+                for pkt in stream.encode(f):
+                    out.mux(pkt)
+        for pkt in stream.encode(None):
+            out.mux(pkt)
+    return path
+
+
+@pytest.fixture(scope="session")
+def librivox() -> tuple[np.ndarray, int]:
+    """26.2 s of one LibriVox reader, 16 kHz mono."""
+    return load("speech_librivox_16k.wav")
+
+
+@pytest.fixture
+def make_wav(tmp_path: Path) -> Callable[..., Path]:
+    def _make(name: str, x: np.ndarray, sr: int, subtype: str = "PCM_16", fmt: str | None = None) -> Path:
+        p = tmp_path / name
+        sf.write(p, np.atleast_2d(x).T, sr, subtype=subtype, format=fmt)
+        return p
+
+    return _make
