@@ -46,8 +46,32 @@ def check(path: str | os.PathLike[str], config: Config | None = None) -> Verdict
 
 
 AUDIO_SUFFIXES = frozenset(
-    ".wav .wave .bwf .rf64 .mp3 .m4a .mp4 .aac .mov .webm .mkv .mka .flac .ogg .oga .opus .aif .aiff .aifc "
-    ".caf .w64 .3gp .amr .wma".split()
+    [
+        ".wav",
+        ".wave",
+        ".bwf",
+        ".rf64",
+        ".mp3",
+        ".m4a",
+        ".mp4",
+        ".aac",
+        ".mov",
+        ".webm",
+        ".mkv",
+        ".mka",
+        ".flac",
+        ".ogg",
+        ".oga",
+        ".opus",
+        ".aif",
+        ".aiff",
+        ".aifc",
+        ".caf",
+        ".w64",
+        ".3gp",
+        ".amr",
+        ".wma",
+    ]
 )
 
 
@@ -61,9 +85,9 @@ def expand(paths: list[str]) -> list[Path]:
                 sorted(
                     f
                     for f in p.rglob("*")
-                    if f.is_file() and f.suffix.lower() in AUDIO_SUFFIXES and not any(
-                        part.startswith(".") for part in f.relative_to(p).parts
-                    )
+                    if f.is_file()
+                    and f.suffix.lower() in AUDIO_SUFFIXES
+                    and not any(part.startswith(".") for part in f.relative_to(p).parts)
                 )
             )
         else:

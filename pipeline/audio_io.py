@@ -133,7 +133,9 @@ def _probe_av(path: str, size: int) -> SourceInfo:
     try:
         with av.open(path) as container:
             if not container.streams.audio:
-                raise _decoder_error(path, "no audio track found", "is this a video without sound, or not a media file?")
+                raise _decoder_error(
+                    path, "no audio track found", "is this a video without sound, or not a media file?"
+                )
             stream = container.streams.audio[0]
             ctx = stream.codec_context
             rate = int(ctx.sample_rate or stream.rate or 0)

@@ -79,7 +79,9 @@ def cmd_check(args: argparse.Namespace) -> int:
         elif not verdict.ok or args.verbose:
             sys.stdout.write(verdict.line() + "\n")
             for w in verdict.warnings:
-                sys.stdout.write(f"{f}: warning {w['code']}: {w['message']}" + (f" ({w['hint']})" if w["hint"] else "") + "\n")
+                sys.stdout.write(
+                    f"{f}: warning {w['code']}: {w['message']}" + (f" ({w['hint']})" if w["hint"] else "") + "\n"
+                )
         sys.stdout.flush()
     return 1 if failed else 0
 

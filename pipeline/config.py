@@ -42,7 +42,7 @@ def build_chain(spec: Any, where: str) -> Pipeline:
     stages = []
     for i, item in enumerate(spec):
         if isinstance(item, str):
-            name, opts = item, {}
+            name, opts = item, dict[str, Any]()
         elif isinstance(item, Mapping) and len(item) == 1:
             name, opts = next(iter(item.items()))
             if opts is None:
@@ -65,9 +65,7 @@ def parse(data: Any, source: str | None = None) -> Config:
         raise ConfigError("the top level must be a mapping with keys " + ", ".join(TOP_LEVEL_KEYS), source=source)
     unknown = sorted(set(data) - set(TOP_LEVEL_KEYS))
     if unknown:
-        raise ConfigError(
-            f"unknown key {unknown[0]!r}; valid keys: {', '.join(TOP_LEVEL_KEYS)}", source=source
-        )
+        raise ConfigError(f"unknown key {unknown[0]!r}; valid keys: {', '.join(TOP_LEVEL_KEYS)}", source=source)
     try:
         check = build_chain(data.get("check"), "check")
         run = build_chain(data.get("run"), "run")

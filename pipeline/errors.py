@@ -67,9 +67,7 @@ def _rebuild_pipeline_error(
     http_status: int | None,
     metrics: dict[str, Any],
 ) -> PipelineError:
-    return PipelineError(
-        code, message, hint=hint, stage=stage, source=source, http_status=http_status, metrics=metrics
-    )
+    return PipelineError(code, message, hint=hint, stage=stage, source=source, http_status=http_status, metrics=metrics)
 
 
 # The service's refusal codes, verbatim, with the HTTP status it answers them with and a default hint.
@@ -89,7 +87,10 @@ SERVICE_CODES: dict[str, tuple[int, str]] = {
         400,
         "the service needs at least one stretch of more than 5 s of continuous speech; read full sentences without stopping",
     ),
-    "InternalError": (500, "the service fails on long, noisy or fluctuating audio; `voiceprep run` cuts the best 10-20 s"),
+    "InternalError": (
+        500,
+        "the service fails on long, noisy or fluctuating audio; `voiceprep run` cuts the best 10-20 s",
+    ),
 }
 
 

@@ -90,16 +90,16 @@ def webrtc_flags(x16: np.ndarray, mode: int = 2) -> np.ndarray:
     n = len(x16) // WEBRTC_FRAME
     pcm = (np.clip(x16[: n * WEBRTC_FRAME], -1.0, 1.0) * 32767.0).astype("<i2").tobytes()
     step = WEBRTC_FRAME * 2
-    return np.fromiter(
-        (vad.is_speech(pcm[i * step : (i + 1) * step], VAD_RATE) for i in range(n)), dtype=bool, count=n
-    )
+    return np.fromiter((vad.is_speech(pcm[i * step : (i + 1) * step], VAD_RATE) for i in range(n)), dtype=bool, count=n)
 
 
 def _band_edges() -> np.ndarray:
     return np.unique(np.geomspace(4, FRAME // 2, 25).astype(int))
 
 
-def stationary_frames(x16: np.ndarray, *, max_change: float = 3.0, lag_s: float = 0.19, min_s: float = 0.4) -> np.ndarray:
+def stationary_frames(
+    x16: np.ndarray, *, max_change: float = 3.0, lag_s: float = 0.19, min_s: float = 0.4
+) -> np.ndarray:
     """Per 32 ms frame: True inside a held, unchanging sound (a sustained vowel, a tone, a hum).
 
     Speech changes its spectral shape every ~0.1 s. The cepstral distance between frames

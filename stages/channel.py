@@ -18,7 +18,9 @@ def _rms_db(x: np.ndarray) -> float:
     return float(10 * np.log10(np.mean(np.square(x, dtype=np.float64)) + 1e-20))
 
 
-def choose(samples: np.ndarray, policy: str = "auto", dominance_db: float = 10.0) -> tuple[np.ndarray, dict[str, object]]:
+def choose(
+    samples: np.ndarray, policy: str = "auto", dominance_db: float = 10.0
+) -> tuple[np.ndarray, dict[str, object]]:
     """Mono signal from ``(channels, frames)`` and a record of what was chosen and why.
 
     ``auto``: a channel more than ``dominance_db`` louder than every other one is the voice
@@ -39,7 +41,10 @@ def choose(samples: np.ndarray, policy: str = "auto", dominance_db: float = 10.0
     if policy == "mix":
         return samples.mean(axis=0), {**record, "channel_policy": "mix"}
     if levels[best] - max(others) > dominance_db:
-        return samples[best], {**record, "channel_policy": f"channel {best + 1} (others {dominance_db:.0f}+ dB quieter)"}
+        return samples[best], {
+            **record,
+            "channel_policy": f"channel {best + 1} (others {dominance_db:.0f}+ dB quieter)",
+        }
     a, b = samples[0].astype(np.float64), samples[1].astype(np.float64)
     denom = float(np.sqrt(np.dot(a, a) * np.dot(b, b)))
     corr = float(np.dot(a, b) / denom) if denom > 0 else 0.0

@@ -63,7 +63,14 @@ class Edges:
         if not segs:
             return clip
         x, shift = fit_edges(
-            clip.samples[0], clip.sample_rate, segs[0][0], segs[-1][1], self.min_s, self.max_s, self.target_s, self.fade_s
+            clip.samples[0],
+            clip.sample_rate,
+            segs[0][0],
+            segs[-1][1],
+            self.min_s,
+            self.max_s,
+            self.target_s,
+            self.fade_s,
         )
         dur = len(x) / clip.sample_rate
         moved = [[round(min(max(a + shift, 0.0), dur), 4), round(min(max(b + shift, 0.0), dur), 4)] for a, b in segs]

@@ -52,7 +52,9 @@ def limit(x: np.ndarray, rate: int, ceiling_dbtp: float, hold_s: float = 0.01) -
     if not np.any(need > 0):
         return x
     hold = max(int(hold_s * rate), 3)
-    reduction = uniform_filter1d(maximum_filter1d(need, size=hold, mode="nearest"), size=max(hold // 2, 1), mode="nearest")
+    reduction = uniform_filter1d(
+        maximum_filter1d(need, size=hold, mode="nearest"), size=max(hold // 2, 1), mode="nearest"
+    )
     y = (x * (1.0 - reduction)).astype(np.float32)
     for _ in range(3):
         tp = true_peak_dbtp(y)

@@ -66,19 +66,25 @@ def rules(max_duration_s: float, min_speech_s: float, min_run_s: float) -> tuple
         Rule(
             "InternalError",
             lambda m: m["duration_s"] > max_duration_s,
-            lambda m: f"audio is {m['duration_s']:.1f} s long; the service fails over {max_duration_s:.0f} s "
-            "(\"audio preprocess server error\")",
+            lambda m: (
+                f"audio is {m['duration_s']:.1f} s long; the service fails over {max_duration_s:.0f} s "
+                '("audio preprocess server error")'
+            ),
             "cut a 10-20 s clip of clean speech; `voiceprep run` picks the best one",
         ),
         Rule(
             "Audio.AudioSilentError",
             lambda m: m["speech_s"] <= min_speech_s,
-            lambda m: f"only {m['speech_s']:.1f} s of speech on the first channel; more than {min_speech_s:.0f} s needed",
+            lambda m: (
+                f"only {m['speech_s']:.1f} s of speech on the first channel; more than {min_speech_s:.0f} s needed"
+            ),
         ),
         Rule(
             "Audio.AudioShortError",
             lambda m: m["longest_speech_s"] <= min_run_s,
-            lambda m: f"longest continuous speech is {m['longest_speech_s']:.1f} s; one stretch over {min_run_s:.0f} s needed",
+            lambda m: (
+                f"longest continuous speech is {m['longest_speech_s']:.1f} s; one stretch over {min_run_s:.0f} s needed"
+            ),
         ),
     )
 

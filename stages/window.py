@@ -138,7 +138,9 @@ def candidates(
     return out
 
 
-def render(x: np.ndarray, rate: int, pieces: tuple[tuple[float, float], ...], crossfade_s: float) -> tuple[np.ndarray, list[float]]:
+def render(
+    x: np.ndarray, rate: int, pieces: tuple[tuple[float, float], ...], crossfade_s: float
+) -> tuple[np.ndarray, list[float]]:
     """Join source intervals with equal-power crossfades; returns audio and each piece's output offset."""
     xf = max(int(crossfade_s * rate), 1)
     out = np.zeros(0, dtype=np.float32)
@@ -218,8 +220,17 @@ class Window:
             if alt is not None and (best is None or self.score(alt) > self.score(best)):
                 best = alt
         if best is None and len(segs):  # too little speech for min_s: take it all, validate refuses
-            best = Candidate(0, len(segs) - 1, ((max(segs[0, 0] - self.edge_s, 0), min(segs[-1, 1] + self.edge_s, duration)),),
-                             duration, float(np.sum(segs[:, 1] - segs[:, 0])), 0.0, 0.0, 0.0, 0)
+            best = Candidate(
+                0,
+                len(segs) - 1,
+                ((max(segs[0, 0] - self.edge_s, 0), min(segs[-1, 1] + self.edge_s, duration)),),
+                duration,
+                float(np.sum(segs[:, 1] - segs[:, 0])),
+                0.0,
+                0.0,
+                0.0,
+                0,
+            )
         return best
 
     def __call__(self, clip: Clip) -> Clip:
