@@ -11,6 +11,7 @@ from collections.abc import Sequence
 # a callable(args) -> int. Imported lazily so `voiceprep check` stays fast.
 SUBCOMMAND_MODULES: tuple[str, ...] = (
     "pipeline.commands",
+    "pipeline.service.cli_emulator",
 )
 
 
