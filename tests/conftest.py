@@ -60,3 +60,68 @@ def make_wav(tmp_path: Path) -> Callable[..., Path]:
         return p
 
     return _make
+
+
+# ---- emulator fixtures (issue 6: local voice-cloning service) -------------------------------
+# `emulator`: a fresh emulator on 127.0.0.1 (free port), data in tmp_path, DEPLOYING lasts 0.05 s,
+# rate limit off; `.base_http_url`, `.base_ws_url`, `.api_key`, `.env()`, `.configure(**settings)`.
+# `file_server`: a loopback HTTP server over a copy of fixtures/ (the emulator fetches only
+# loopback URLs); `.url(name)`, `.dir` (write more files there), `.add(name, data)`.
+from collections.abc import Iterator  # noqa: E402
+from typing import Any  # noqa: E402
+
+
+class LoopbackFileServer:
+    """Serves ``dir`` on 127.0.0.1; ``url(name)`` is what to give the emulator as ``input.url``."""
+
+    def __init__(self, directory: Path) -> None:
+        import functools
+        import http.server
+        import threading
+
+        class _Quiet(http.server.SimpleHTTPRequestHandler):
+            def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - the base signature
+                return None
+
+        self.dir = directory
+        handler = functools.partial(_Quiet, directory=str(directory))
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self.origin = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def url(self, name: str) -> str:
+        return f"{self.origin}/{name}"
+
+    def add(self, name: str, data: bytes) -> str:
+        (self.dir / name).write_bytes(data)
+        return self.url(name)
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture(scope="session")
+def file_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LoopbackFileServer]:
+    import shutil
+
+    served = tmp_path_factory.mktemp("served")
+    for f in FIXTURES.iterdir():
+        if f.is_file():
+            shutil.copyfile(f, served / f.name)
+    server = LoopbackFileServer(served)
+    yield server
+    server.close()
+
+
+@pytest.fixture
+def emulator(tmp_path: Path) -> Iterator[Any]:
+    from pipeline.service.emulator import start_in_thread
+
+    handle = start_in_thread(tmp_path / "emulator", deploy_delay_s=0.05, rate_limit_rps=None)
+    yield handle
+    handle.stop()
+
+
+# ---- end emulator fixtures -------------------------------------------------------------------
