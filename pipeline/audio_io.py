@@ -104,6 +104,29 @@ def _read_head(path: str) -> tuple[bytes, int]:
     return head, size
 
 
+def _wav_truncation(path: str, size: int) -> tuple[float, float] | None:
+    """(declared, present) data bytes when a RIFF/WAVE file's data chunk is cut short, else None."""
+    import struct
+
+    try:
+        with open(path, "rb") as fh:
+            if fh.read(12)[8:12] != b"WAVE":
+                return None
+            pos = 12
+            while pos + 8 <= size:
+                fh.seek(pos)
+                cid, csize = struct.unpack("<4sI", fh.read(8))
+                if cid == b"data":
+                    present = size - pos - 8
+                    if csize in (0, 0xFFFFFFFF) or present >= csize:
+                        return None
+                    return float(csize), float(present)
+                pos += 8 + csize + (csize & 1)
+    except (OSError, struct.error):
+        return None
+    return None
+
+
 def _probe_soundfile(path: str, kind: str, size: int) -> SourceInfo | None:
     import soundfile as sf
 
@@ -115,6 +138,10 @@ def _probe_soundfile(path: str, kind: str, size: int) -> SourceInfo | None:
         return None
     codec, depth = _SF_SUBTYPES.get(info.subtype, (info.subtype.lower(), None))
     container = kind if kind in _SF_KINDS else info.format.lower()
+    if container == "flac":
+        codec = "flac"
+    elif container == "aiff" and codec.endswith("le"):
+        codec = codec[:-2] + "be"
     return SourceInfo(
         path=path,
         container=container,
@@ -182,6 +209,15 @@ def probe(path: str | os.PathLike[str]) -> SourceInfo:
     if kind in _SF_KINDS:
         info = _probe_soundfile(p, kind, size)
         if info is not None:
+            cut = _wav_truncation(p, size) if kind == "wav" else None
+            if cut is not None and cut[1] < 0.99 * cut[0]:
+                ratio = cut[0] / max(cut[1], 1.0)
+                raise _decoder_error(
+                    p,
+                    f"truncated: the header declares {info.duration_s * ratio:.1f} s of audio, "
+                    f"the file holds {info.duration_s:.1f} s",
+                    "the file was cut off while copying or recording; copy or export it again",
+                )
             return info
     return _probe_av(p, size)
 

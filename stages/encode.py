@@ -14,7 +14,7 @@ from pipeline.errors import service_error
 from pipeline.registry import register
 from pipeline.stage import option
 
-MAX_BYTES = 10 * 1024 * 1024
+MAX_BYTES = 10_000_000  # "10 MB": the decimal reading is the safe one (a file between 10^7 and 2^20*10 may be refused)
 
 
 def quantize16(x: np.ndarray, dither: bool = True, seed: int = 0) -> np.ndarray:

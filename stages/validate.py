@@ -13,7 +13,7 @@ from pipeline.errors import PipelineError, service_error
 from pipeline.registry import register
 from pipeline.stage import option
 
-MAX_BYTES = 10 * 1024 * 1024  # "10 MB"; the smaller (binary) reading is the safe one
+MAX_BYTES = 10_000_000  # "10 MB": the decimal reading is the safe one (a file between 10^7 and 2^20*10 may be refused)
 
 
 def format_ok(container: str, codec: str, bit_depth: int | None) -> bool:
