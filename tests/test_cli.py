@@ -1,0 +1,85 @@
+"""The command line through main([...]): exit codes and printed lines."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+
+from pipeline import registry
+from pipeline.cli import main
+
+FIX = Path(__file__).resolve().parent.parent / "fixtures"
+
+
+def test_check_passing_file_prints_nothing_and_exits_0(capsys):
+    assert main(["check", str(FIX / "speech_librivox_16k.wav")]) == 0
+    assert capsys.readouterr().out == ""
+
+
+def test_check_failing_file_prints_one_line_and_exits_1(tmp_path: Path, capsys):
+    p = tmp_path / "quiet.wav"
+    sf.write(p, np.zeros(16000 * 12, np.float32), 16000, subtype="PCM_16")
+    assert main(["check", str(p), str(FIX / "speech_librivox_16k.wav")]) == 1
+    out = capsys.readouterr().out.splitlines()
+    assert out == [out[0]] and out[0].startswith(f"{p}: Audio.AudioSilentError: only 0.0 s of speech")
+
+
+def test_check_folder_json_lines(tmp_path: Path, capsys):
+    (tmp_path / "sub").mkdir()
+    sf.write(tmp_path / "sub" / "a.wav", np.zeros(16000 * 2, np.float32), 16000, subtype="PCM_24")
+    (tmp_path / "notes.txt").write_text("not audio, skipped when walking a folder")
+    assert main(["check", "--json", str(tmp_path)]) == 1
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert len(lines) == 1
+    rec = lines[0]
+    assert rec["code"] == "BadRequest.UnsupportedFileFormat" and rec["metrics"]["bit_depth"] == 24
+    assert {"speech_s", "longest_speech_s", "longest_pause_s", "duration_s", "size_bytes"} <= set(rec["metrics"])
+
+
+def test_check_missing_path_is_usage_error(capsys):
+    assert main(["check", "/nonexistent/take.wav"]) == 2
+    assert "no such file" in capsys.readouterr().err
+
+
+def test_check_broken_file_is_decoder_error_not_traceback(tmp_path: Path, capsys):
+    p = tmp_path / "broken.m4a"
+    p.write_bytes(b"\x00\x00\x00\x18ftypM4A " + b"\x13" * 500)
+    assert main(["check", str(p)]) == 1
+    out = capsys.readouterr()
+    assert "Audio.DecoderError" in out.out and "Traceback" not in out.out + out.err
+
+
+def test_no_command_and_bad_flags_exit_2(capsys):
+    assert main([]) == 2
+    assert main(["check"]) == 2
+    assert main(["frobnicate"]) == 2
+
+
+def test_stages_lists_every_stage_with_options(capsys):
+    assert main(["stages"]) == 0
+    out = capsys.readouterr().out
+    for name, cls in registry.available().items():
+        assert f"{name}  (" in out
+        for opt in registry.options(cls):
+            assert f"    {opt.name}: " in out
+            assert opt.help, f"{name}.{opt.name} has no help text"
+    assert main(["stages", "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert {d["name"] for d in data} == set(registry.available())
+
+
+def test_help_documents_codes(capsys):
+    assert main(["check", "--help"]) == 0
+    out = capsys.readouterr().out
+    assert "Audio.AudioShortError" in out and "exit codes" in out
+
+
+def test_check_writes_nothing(tmp_path: Path):
+    p = tmp_path / "a.wav"
+    sf.write(p, np.zeros(1600, np.float32), 16000, subtype="PCM_16")
+    before = {q: q.stat().st_mtime_ns for q in tmp_path.iterdir()}
+    main(["check", str(tmp_path)])
+    assert {q: q.stat().st_mtime_ns for q in tmp_path.iterdir()} == before

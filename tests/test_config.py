@@ -1,0 +1,96 @@
+"""Strict pipeline.yaml loading: bad stages, options and types fail before any audio is read."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from pipeline import config, registry
+from pipeline.cli import main
+from pipeline.errors import ConfigError
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _yaml_files() -> list[Path]:
+    skip = {".venv", ".ci-venv", ".git", "node_modules", ".mypy_cache", ".ruff_cache", ".pytest_cache"}
+    return sorted(p for p in ROOT.rglob("*.y*ml") if not skip & set(p.relative_to(ROOT).parts))
+
+
+def test_there_are_yaml_files():
+    names = {p.name for p in _yaml_files()}
+    assert "pipeline.yaml" in names and ".pre-commit-hooks.yaml" in names
+
+
+@pytest.mark.parametrize("path", _yaml_files(), ids=lambda p: str(p.relative_to(ROOT)))
+def test_every_yaml_file_in_the_repo_loads(path: Path):
+    data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    assert data is not None
+    if isinstance(data, dict) and set(data) & {"check", "run"}:
+        cfg = config.load(path)  # a pipeline file: every stage and option must build
+        assert len(cfg.check) + len(cfg.run) > 0
+
+
+def test_bundled_default_is_the_repo_pipeline():
+    cfg = config.load()
+    assert Path(cfg.path or "").resolve() == (ROOT / "pipeline.yaml").resolve()
+    assert cfg.check.names()[0] == "validate"
+    assert cfg.run.names()[-1] == "validate"
+
+
+def _load_text(tmp_path: Path, text: str) -> config.Config:
+    p = tmp_path / "p.yaml"
+    p.write_text(text)
+    return config.load(p)
+
+
+def test_unknown_stage_lists_valid_ones(tmp_path: Path):
+    with pytest.raises(ConfigError) as err:
+        _load_text(tmp_path, "run:\n  - loudnes: {}\n")
+    msg = str(err.value)
+    assert "unknown stage 'loudnes'" in msg
+    for name in registry.available():
+        assert name in msg
+
+
+def test_unknown_option_lists_valid_ones(tmp_path: Path):
+    with pytest.raises(ConfigError) as err:
+        _load_text(tmp_path, "run:\n  - loudness: {target_lfus: -20}\n")
+    assert "no option 'target_lfus'" in str(err.value)
+    assert "target_lufs" in str(err.value) and "ceiling_dbtp" in str(err.value)
+
+
+@pytest.mark.parametrize(
+    ("text", "needle"),
+    [
+        ("run:\n  - loudness: {target_lufs: loud}\n", "expected a number"),
+        ("run:\n  - encode: {dither: 1}\n", "expected true or false"),
+        ("run:\n  - resample: {target_hz: 24000.5}\n", "expected an integer"),
+        ("run:\n  - channel: {policy: left}\n", "is not one of"),
+        ("run:\n  - loudness: {target_lufs: 0}\n", "target_lufs must be between"),
+        ("runn: []\n", "unknown key 'runn'"),
+        ("run: loudness\n", "expected a list"),
+        ("- just a list\n", "top level must be a mapping"),
+        ("run: [\n", "not valid YAML"),
+    ],
+)
+def test_wrong_types_and_shapes(tmp_path: Path, text: str, needle: str):
+    with pytest.raises(ConfigError, match=needle):
+        _load_text(tmp_path, text)
+
+
+def test_cli_config_error_is_exit_2_one_line(tmp_path: Path, capsys):
+    p = tmp_path / "bad.yaml"
+    p.write_text("check:\n  - validate: {min_speech: 3}\n")
+    wav = ROOT / "fixtures" / "speech_librivox_16k.wav"
+    assert main(["check", "--config", str(p), str(wav)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "no option 'min_speech'" in err[0] and "min_speech_s" in err[0]
+
+
+def test_int_is_accepted_for_float_and_null_options(tmp_path: Path):
+    cfg = _load_text(tmp_path, "run:\n  - loudness: {target_lufs: -18}\n  - encode\n  - edges:\n")
+    assert cfg.run.stages[0].target_lufs == -18.0
+    assert cfg.run.names() == ["loudness", "encode", "edges"]
