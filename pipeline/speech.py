@@ -192,12 +192,12 @@ def refine_edges(segments: np.ndarray, flags: np.ndarray, reach_s: float = 0.1) 
 
 
 def merge_gaps(segments: np.ndarray, gap_s: float) -> np.ndarray:
-    """Join segments separated by pauses shorter than ``gap_s``: continuous speech runs."""
+    """Join segments separated by pauses of at most ``gap_s``: continuous speech runs."""
     if len(segments) == 0:
         return segments.reshape(0, 2)
     runs = [list(segments[0])]
     for a, b in segments[1:]:
-        if a - runs[-1][1] < gap_s:
+        if a - runs[-1][1] <= gap_s:
             runs[-1][1] = max(runs[-1][1], b)
         else:
             runs.append([a, b])
@@ -261,5 +261,5 @@ def detect(
     segs = hysteresis_segments(probs, threshold=threshold, min_speech_s=min_speech_s, min_silence_s=min_silence_s)
     if refine and len(segs):
         segs = refine_edges(segs, webrtc_flags(x16, webrtc_mode))
-    segs = merge_gaps(np.clip(segs, 0.0, duration), 1e-9)
+    segs = merge_gaps(np.clip(segs, 0.0, duration), 0.0)
     return SpeechReport(segments=segs, runs=merge_gaps(segs, merge_gap_s), probs=probs, duration_s=duration)

@@ -110,7 +110,7 @@ def candidates(
                 if gap > max_pause_s:
                     break
                 longest_pause = max(longest_pause, gap)
-                run = run + gap if gap < merge_gap_s else 0.0
+                run = run + gap if gap <= merge_gap_s else 0.0
             speech += segments[j, 1] - segments[j, 0]
             run += segments[j, 1] - segments[j, 0]
             longest_run = max(longest_run, run)

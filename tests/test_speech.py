@@ -62,6 +62,7 @@ def test_merge_gap_controls_continuous_runs():
     assert speech.merge_gaps(segs, 0.5).tolist() == [[0.0, 4.0], [5.5, 9.0]]
     assert speech.merge_gaps(segs, 2.0).tolist() == [[0.0, 9.0]]
     assert speech.merge_gaps(segs, 0.1).tolist() == segs.tolist()
+    assert speech.merge_gaps(segs, 0.3).tolist() == [[0.0, 4.0], [5.5, 9.0]]  # a pause of exactly gap_s joins
 
 
 def test_detection_is_rate_independent():
