@@ -77,4 +77,5 @@ class Channel:
 
     def __call__(self, clip: Clip) -> Clip:
         mono, record = choose(clip.samples, self.policy, self.dominance_db)
-        return clip.replace(samples=mono[np.newaxis, :]).with_info(**record)
+        metrics = {**dict(clip.info.get("metrics", {})), "channel_policy": record["channel_policy"]}
+        return clip.replace(samples=mono[np.newaxis, :]).with_info(**record, metrics=metrics)

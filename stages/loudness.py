@@ -83,6 +83,7 @@ def normalize(
             break
         total += step
         y = limit((y * 10 ** (step / 20)).astype(np.float32), rate, ceiling_dbtp)
+    y = limit(y, rate, ceiling_dbtp)  # also when no gain was needed
     return y, total, integrated_lufs(y, rate), true_peak_dbtp(y)
 
 

@@ -1,0 +1,71 @@
+"""window: the best 10-20 s, inside speech, edges in silence, long pauses shortened only when needed."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from conftest import load
+
+from pipeline import speech
+from pipeline.clip import Clip, SourceInfo
+from pipeline.errors import PipelineError
+from stages.window import Window, split_long
+
+X, SR = load("speech_librivox_16k.wav")
+
+
+def _clip(x: np.ndarray) -> Clip:
+    return Clip(x, SR, SourceInfo("t.wav", "wav", "pcm_s16le", 16, 1, SR, x.shape[-1] / SR, 0))
+
+
+def test_window_on_read_speech():
+    out = Window()(_clip(X))
+    seg = out.info["segment"]
+    assert 10.0 <= out.duration_s <= 20.0
+    assert seg["end_s"] - seg["start_s"] == pytest.approx(out.duration_s, abs=0.01)
+    w = out.info["window"]
+    assert w["speech_s"] >= 10.5 and w["longest_run_s"] > 5.5 and w["longest_pause_s"] <= 2.0
+    # edges lie in silence: the input has no speech within 30 ms of either edge
+    rep = speech.detect(X[0], SR)
+    for t in (seg["start_s"], seg["end_s"]):
+        assert not any(a + 0.03 < t < b - 0.03 for a, b in rep.segments), t
+    # speech segments reported in the clip's own time line are inside it
+    assert all(0 <= a < b <= out.duration_s + 1e-6 for a, b in out.info["speech_segments"])
+
+
+def test_prefers_steady_level():
+    # the same speech twice, the second copy with its level jumping by 12 dB phrase to phrase
+    rep = speech.detect(X[0], SR)
+    jumpy = X[0].copy()
+    for k, (a, b) in enumerate(rep.segments):
+        jumpy[int(a * SR) : int(b * SR)] *= np.float32(4.0 if k % 2 else 1.0)
+    gap = np.zeros(SR * 3, np.float32)
+    y = np.concatenate([jumpy, gap, X[0]])
+    seg = Window(shorten_pauses=False)(_clip(y)).info["segment"]
+    assert seg["start_s"] >= len(jumpy) / SR  # the steady copy wins
+
+
+def test_too_little_speech_is_silent_error():
+    x, sr = load("speech_arctic_awb_16k.wav")
+    with pytest.raises(PipelineError) as err:
+        Window()(Clip(x, sr, SourceInfo("a.wav", "wav", "pcm_s16le", 16, 1, sr, x.shape[1] / sr, 0)))
+    assert err.value.code == "Audio.AudioSilentError" and err.value.metrics["input_speech_s"] < 5
+
+
+def test_pauses_shortened_only_when_needed():
+    rep = speech.detect(X[0], SR)
+    parts = []
+    for a, b in rep.runs:
+        parts += [X[0, int(a * SR) : int(b * SR)], np.zeros(SR * 3, np.float32)]
+    spaced = np.concatenate(parts)
+    out = Window()(_clip(spaced))
+    assert out.info["window"]["pauses_shortened"] > 0
+    assert [w.code for w in out.warnings] == ["pause_shortened"]
+    assert Window()(_clip(X)).warnings == ()  # natural pauses are left alone
+
+
+def test_split_long_cuts_at_quiet_points():
+    segs = np.array([[0.0, 26.0]])
+    out = split_long(segs, X[0], SR, 12.0)
+    assert len(out) >= 3 and np.all(np.diff(out, axis=1) <= 12.0)
+    assert out[0, 0] == 0.0 and out[-1, 1] == 26.0
