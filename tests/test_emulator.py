@@ -308,8 +308,9 @@ def test_faults_file_is_strict(tmp_path: Path) -> None:
     f = Faults.load(good)
     assert f.for_scope("create_voice").error_rate == 0.2
     assert f.urls[0].code == "Audio.AudioSilentError"
-    for bad in ({"nope": 1}, {"actions": {"create_voices": {}}}, {"actions": {"create_voice": {"rate": 1}}},
-                {"urls": [{"pattern": "("}]}, {"urls": [{"pattern": "(", "code": "X"}]}):
+    bads: list[dict[str, Any]] = [{"nope": 1}, {"actions": {"create_voices": {}}}, {"actions": {"create_voice": {"rate": 1}}},
+                {"urls": [{"pattern": "("}]}, {"urls": [{"pattern": "(", "code": "X"}]}]
+    for bad in bads:
         with pytest.raises(ConfigError):
             Faults.from_mapping(bad)
 
