@@ -643,3 +643,30 @@ def test_emulator_command_serves_on_loopback(tmp_path: Path) -> None:
         proc.terminate()
         proc.wait(timeout=30)
     assert (tmp_path / "d" / "emulator.sqlite3").exists()
+
+
+def test_synthesis_idle_timeout_and_dropped_connection(api: Api, emulator: Any) -> None:
+    import aiohttp
+
+    vid = enrolled(api, emulator)
+    run = json.dumps({"header": {"action": "run-task", "task_id": "t", "streaming": "duplex"},
+                      "payload": {"model": "cosyvoice-v2", "input": {}, "parameters": {"voice": vid}}})
+
+    async def scenario() -> list[Any]:
+        headers = {"Authorization": f"Bearer {emulator.api_key}"}
+        seen: list[Any] = []
+        async with aiohttp.ClientSession() as s, s.ws_connect(emulator.base_ws_url, headers=headers) as ws:
+            await ws.send_str(run)
+            async for m in ws:
+                seen.append(json.loads(m.data)["header"])
+        return seen
+
+    emulator.configure(idle_timeout_s=0.05)
+    started, failed = asyncio.run(scenario())
+    assert started["event"] == "task-started"
+    assert failed["event"] == "task-failed" and "timeout" in failed["error_message"]
+    emulator.configure(idle_timeout_s=23.0, faults={"actions": {"synthesis": {"drop_rate": 1.0}}})
+    assert asyncio.run(scenario()) == []
+    with pytest.raises(SynthesisError) as exc:
+        asyncio.run(synthesize("hi.", voice=vid, model="cosyvoice-v2", api_key=emulator.api_key, url=emulator.base_ws_url))
+    assert exc.value.code == "ConnectionError"

@@ -125,6 +125,10 @@ class ServiceError(Exception):
         super().__init__(f"{code}: {self.message}")
 
 
+class Dropped(Exception):
+    """Fault injection closed the connection: nothing is answered."""
+
+
 # --- configuration ---------------------------------------------------------------------------
 
 
@@ -361,7 +365,7 @@ class Emulator:
         if spec.drop_rate and self.rng.random() < spec.drop_rate:
             if request is not None and request.transport is not None:
                 request.transport.abort()
-            raise ConnectionResetError("fault injection: connection dropped")
+            raise Dropped(scope)
         if spec.error_rate and self.rng.random() < spec.error_rate:
             message = spec.message
             if message is None and spec.code == "InternalError":
@@ -412,6 +416,8 @@ class Emulator:
         except ServiceError as exc:
             log.info("%s %s -> %s %s", rid, request.path, exc.status, exc.code)
             return self._error(rid, exc)
+        except Dropped:
+            return _dropped()
         return self._reply(rid, 200, {"output": output, "usage": {"count": 1}, "request_id": rid})
 
     @staticmethod
@@ -626,6 +632,8 @@ class Emulator:
             await self._inject(request, "get_policy")
         except ServiceError as exc:
             return self._error(rid, exc)
+        except Dropped:
+            return _dropped()
         upload_dir = f"{OSS_BUCKET}/{account}/{dt.datetime.now(dt.timezone.utc):%Y-%m-%d}/{uuid.uuid4()}"
         expires = dt.datetime.now(dt.timezone.utc) + dt.timedelta(seconds=s.policy_expire_s)
         max_bytes = s.max_upload_mb * 1024 * 1024
@@ -663,6 +671,8 @@ class Emulator:
             await self._inject(request, "upload")
         except ServiceError as exc:
             return _oss_error(rid, 500 if exc.status >= 500 else exc.status, exc.code, exc.message)
+        except Dropped:
+            return _dropped()
         if not request.content_type.startswith("multipart/"):
             return _oss_error(rid, 400, "InvalidArgument", "The body of your POST request is not well-formed multipart/form-data.")
         form: dict[str, str] = {}
@@ -742,6 +752,11 @@ class Emulator:
 
         app.on_cleanup.append(_close)
         return app
+
+
+def _dropped() -> web.Response:
+    """The answer to a dropped request; its transport is already aborted, so nothing reaches the client."""
+    return web.Response(status=599)
 
 
 def _copy(src: Path, dst: Path) -> None:

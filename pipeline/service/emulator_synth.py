@@ -8,6 +8,7 @@ of the text waits for more text, a ``flush`` or ``finish-task``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import io
 import json
@@ -20,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from aiohttp import WSMsgType, web
 
-from .emulator import TARGET_MODELS, ServiceError
+from .emulator import TARGET_MODELS, Dropped, ServiceError
 
 if TYPE_CHECKING:
     from .emulator import Emulator
@@ -157,7 +158,8 @@ class SynthesisHandler:
                     continue
                 task, keep_open = await self._on_message(ws, request, task, msg.data)
                 if not keep_open:
-                    await ws.close()
+                    with contextlib.suppress(ConnectionError):
+                        await ws.close()
                     break
         except ConnectionResetError:
             pass
@@ -213,12 +215,11 @@ class SynthesisHandler:
             await self._failed(ws, task_id, "InvalidParameter", "task can not be null")
             return None, False
         try:
-            await self.emulator._inject(None, "synthesis")
+            await self.emulator._inject(request, "synthesis")
         except ServiceError as exc:
             await self._failed(ws, task_id, exc.code, "Internal server error!" if exc.code == "InternalError" else exc.message)
             return None, False
-        except ConnectionResetError:
-            await ws.close()
+        except Dropped:  # the transport is aborted: the client sees the connection drop
             return None, False
         model = payload.get("model")
         raw_params = payload.get("parameters")
