@@ -1,0 +1,444 @@
+"""Enrollment of clean clips: ledger first, upload, create (reconciled, never duplicated), wait, record."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import urlsplit, urlunsplit
+
+import httpx
+
+from . import errors as E
+from .client import DEPLOYING, READY, REFUSED, EnrollmentClient
+from .errors import ServiceError
+from .ledger import DELETED, FAILED, LEDGER_NAME, PENDING, Ledger, LedgerRow
+from .settings import EnrollSettings, ServiceSettings, check_prefix, check_target_model
+from .upload import Uploader, make_uploader
+
+log = logging.getLogger("voiceprep.enroll")
+
+Action = Literal["created", "existing", "reconciled", "none"]
+
+
+@dataclass
+class EnrollResult:
+    """The outcome for one clip: ``status`` "ok" (a voice exists for it) or "rejected" (``code``, ``hint``).
+
+    ``action`` says how the voice id was obtained: ``created`` now, ``existing`` in the ledger, or
+    ``reconciled`` (a create whose answer was lost, found again through list_voice + query_voice).
+    """
+
+    input: str
+    status: Literal["ok", "rejected"]
+    audio_sha256: str
+    target_model: str
+    prefix: str
+    voice_id: str | None = None
+    voice_status: str | None = None
+    action: Action = "none"
+    code: str | None = None
+    message: str = ""
+    hint: str = ""
+    request_ids: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "input": self.input,
+            "status": self.status,
+            "voice_id": self.voice_id,
+            "voice_status": self.voice_status,
+            "action": self.action,
+            "target_model": self.target_model,
+            "prefix": self.prefix,
+            "audio_sha256": self.audio_sha256,
+            "code": self.code,
+            "message": self.message,
+            "hint": self.hint,
+            "request_ids": list(self.request_ids),
+        }
+
+    def line(self) -> str:
+        if self.status == "ok":
+            return f"{self.input}: {self.voice_id} {self.voice_status} ({self.action})"
+        tail = f" ({self.hint})" if self.hint else ""
+        return f"{self.input}: {self.code}: {self.message}{tail}"
+
+    def fail(self, exc: ServiceError) -> EnrollResult:
+        self.status = "rejected"
+        self.code, self.message, self.hint = exc.code, exc.message, exc.hint
+        if exc.request_id and exc.request_id not in self.request_ids:
+            self.request_ids.append(exc.request_id)
+        return self
+
+
+def audio_sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _strip_query(url: str) -> str:
+    parts = urlsplit(url)
+    return urlunsplit((parts.scheme, parts.netloc, parts.path, "", ""))
+
+
+def same_audio(resource_link: str | None, url: str | None, sha: str) -> bool:
+    """Whether a voice's ``resource_link`` is the upload of this audio: the same URL (a presigned URL
+    may have been signed again: compared without its query), or an object named after the hash."""
+    if not resource_link:
+        return False
+    if url and (resource_link == url or _strip_query(resource_link) == _strip_query(url)):
+        return True
+    return sha in urlsplit(resource_link).path
+
+
+class Enroller:
+    """Enrolls clips through ``client``, ``uploader`` and ``ledger``, never creating a voice twice.
+
+    For each clip: look the SHA-256 of its bytes up in the ledger (a voice already made is reused;
+    a ``pending`` row, left by a crash or a lost answer, is reconciled first); count the quota;
+    upload; write a ``pending`` row; call create_voice; record the voice id. After an ambiguous
+    failure of create_voice (timeout, dropped connection, 5xx) the voices with the prefix are listed
+    and queried for a ``resource_link`` of this audio before any new attempt.
+    """
+
+    def __init__(
+        self,
+        client: EnrollmentClient,
+        uploader: Uploader,
+        ledger: Ledger,
+        *,
+        target_model: str,
+        prefix: str,
+        wait: bool = True,
+        ready_timeout_s: float = 600.0,
+        poll_interval_s: float = 5.0,
+        create_attempts: int = 3,
+        quota: int = 1000,
+        create_options: Mapping[str, Any] | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.target_model = check_target_model(target_model)
+        self.prefix = check_prefix(prefix)
+        self.client = client
+        self.uploader = uploader
+        self.ledger = ledger
+        self.wait = wait
+        self.ready_timeout_s = ready_timeout_s
+        self.poll_interval_s = poll_interval_s
+        self.create_attempts = create_attempts
+        self.quota = quota
+        self.create_options = dict(create_options or {})
+        self._sleep = sleep
+        self._remaining: int | None = None
+        self._lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return f"Enroller({self.client!r}, uploader={self.uploader.method!r}, {self.ledger!r}, prefix={self.prefix!r})"
+
+    # --- batch ---
+
+    def enroll_files(self, paths: Iterable[str | os.PathLike[str]]) -> list[EnrollResult]:
+        """Submit every file (upload + create), then wait for all of them to be ready."""
+        results = [self.submit_file(p) for p in paths]
+        if self.wait:
+            results = [self.finish(r) for r in results]
+        return results
+
+    def enroll_bytes(self, data: bytes, *, source: str, filename: str) -> EnrollResult:
+        result = self.submit(data, source=source, filename=filename)
+        return self.finish(result) if self.wait else result
+
+    def submit_file(self, path: str | os.PathLike[str]) -> EnrollResult:
+        p = Path(path)
+        try:
+            data = p.read_bytes()
+        except OSError as exc:
+            r = EnrollResult(str(p), "rejected", "", self.target_model, self.prefix)
+            return r.fail(ServiceError("Audio.DecoderError", f"cannot read the file: {exc.strerror}",
+                                       hint="check the path and its permissions", retryable=False))
+        return self.submit(data, source=str(p), filename=p.name)
+
+    # --- one clip ---
+
+    def submit(self, data: bytes, *, source: str, filename: str) -> EnrollResult:
+        """Make sure a voice exists (or is being made) for these bytes; never raises a ServiceError."""
+        sha = audio_sha256(data)
+        result = EnrollResult(source, "ok", sha, self.target_model, self.prefix)
+        with self._lock:
+            try:
+                return self._submit(data, sha, filename, result)
+            except ServiceError as exc:
+                return result.fail(exc)
+
+    def _submit(self, data: bytes, sha: str, filename: str, result: EnrollResult) -> EnrollResult:
+        row = self.ledger.get(sha, self.target_model)
+        if row is not None:
+            result.request_ids.extend(row.request_ids)
+            done = self._from_ledger(row, result)
+            if done is not None:
+                return done
+        self._check_quota()
+        suffix = Path(filename).suffix.lower() or ".wav"
+        uploaded = self.uploader.upload(data, object_name=f"{sha}{suffix}", filename=filename)
+        self.ledger.mark_pending(sha, self.target_model, self.prefix, uploaded.url, result.input)
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                voice_id = self.client.create_voice(
+                    self.target_model, self.prefix, uploaded.url, **self.create_options
+                )
+            except ServiceError as exc:
+                if exc.request_id:
+                    self.ledger.add_request_id(sha, self.target_model, exc.request_id)
+                if exc.code == "Throttling.AllocationQuota":
+                    self._remaining = 0
+                if not exc.ambiguous:
+                    self.ledger.mark_failed(sha, self.target_model, exc.code, exc.message, exc.request_id)
+                    raise
+                log.warning("create_voice for %s failed ambiguously (%s); reconciling", result.input, exc.code)
+                found = self._reconcile(sha, uploaded.url, self.prefix)
+                if found is not None:
+                    return self._adopt(found, sha, result, "reconciled")
+                if not exc.retryable or attempt >= self.create_attempts:
+                    raise  # the row stays pending: the next run reconciles again before creating
+                self._sleep(self.client.backoff.delay(attempt, exc.retry_after_s))
+                continue
+            rid = self.client.last_request_id
+            self.ledger.record_voice(sha, self.target_model, voice_id, DEPLOYING, rid)
+            if self._remaining is not None:
+                self._remaining -= 1
+            if rid:
+                result.request_ids.append(rid)
+            result.voice_id, result.voice_status, result.action = voice_id, DEPLOYING, "created"
+            return result
+
+    def _from_ledger(self, row: LedgerRow, result: EnrollResult) -> EnrollResult | None:
+        """The answer the ledger already holds for this audio, or None when a create is needed."""
+        if row.status == PENDING:
+            found = self._reconcile(row.audio_sha256, row.url, row.prefix)
+            if found is not None:
+                return self._adopt(found, row.audio_sha256, result, "reconciled")
+            return None
+        if row.status in (FAILED, DELETED) or row.voice_id is None:
+            return None
+        try:
+            info = self.client.query_voice(row.voice_id)
+        except ServiceError as exc:
+            if exc.code == "BadRequest.ResourceNotExist":  # deleted on the service (unused for a year...)
+                self.ledger.set_status(row.voice_id, DELETED, exc.request_id)
+                return None
+            raise
+        status = str(info.get("status", row.status))
+        if status != row.status:
+            self.ledger.set_status(row.voice_id, status, self.client.last_request_id)
+        result.voice_id, result.voice_status, result.action = row.voice_id, status, "existing"
+        result.prefix = row.prefix
+        return result
+
+    def _adopt(self, found: tuple[str, dict[str, Any]], sha: str, result: EnrollResult, action: Action) -> EnrollResult:
+        voice_id, info = found
+        status = str(info.get("status") or DEPLOYING)
+        self.ledger.record_voice(sha, self.target_model, voice_id, status, self.client.last_request_id)
+        row = self.ledger.get(sha, self.target_model)
+        if row is not None:
+            result.prefix = row.prefix
+            result.request_ids = list(row.request_ids)
+        result.voice_id, result.voice_status, result.action = voice_id, status, action
+        log.info("reconciled %s: %s already exists (%s)", result.input, voice_id, status)
+        return result
+
+    def _reconcile(self, sha: str, url: str | None, prefix: str) -> tuple[str, dict[str, Any]] | None:
+        """Find a voice made from this audio that the ledger does not know: list_voice(prefix), then
+        query_voice on each unknown voice of the target model for its ``resource_link``."""
+        known = self.ledger.known_voice_ids()
+        head = f"{self.target_model}-{prefix}-"
+        candidates = [
+            v for v in self.client.iter_voices(prefix)
+            if str(v.get("voice_id", "")).startswith(head) and v.get("voice_id") not in known
+        ]
+        candidates.sort(key=lambda v: str(v.get("gmt_create", "")), reverse=True)
+        matches: list[tuple[str, dict[str, Any]]] = []
+        for v in candidates:
+            vid = str(v["voice_id"])
+            try:
+                info = self.client.query_voice(vid)
+            except ServiceError as exc:
+                if exc.code == "BadRequest.ResourceNotExist":
+                    continue
+                raise
+            if same_audio(info.get("resource_link"), url, sha):
+                matches.append((vid, info))
+        if not matches:
+            return None
+        ok = [m for m in matches if m[1].get("status") == READY]
+        if len(matches) > 1:
+            log.warning("%d voices were made from the same audio: %s", len(matches), ", ".join(m[0] for m in matches))
+        return (ok or matches)[0]
+
+    def _check_quota(self) -> None:
+        if self._remaining is None:
+            count = self.client.count_voices()
+            self._remaining = self.quota - count
+        if self._remaining <= 0:
+            raise ServiceError(
+                "Throttling.AllocationQuota",
+                f"the account already holds {self.quota - self._remaining} voices, the quota is {self.quota}; "
+                "no voice was created",
+                retryable=False,
+            )
+
+    def finish(self, result: EnrollResult) -> EnrollResult:
+        """Wait until the voice is OK (or refused), and record its final status."""
+        if result.status != "ok" or result.voice_id is None or result.voice_status == READY:
+            return self._final(result)
+        try:
+            info = self.client.wait_until_ready(
+                result.voice_id, timeout_s=self.ready_timeout_s, poll_interval_s=self.poll_interval_s
+            )
+        except ServiceError as exc:
+            return result.fail(exc)
+        status = str(info.get("status"))
+        result.voice_status = status
+        self.ledger.set_status(result.voice_id, status, self.client.last_request_id)
+        return self._final(result)
+
+    def _final(self, result: EnrollResult) -> EnrollResult:
+        if result.status == "ok" and result.voice_status == REFUSED:
+            result.fail(ServiceError(
+                E.UNDEPLOYED, f"the service refused voice {result.voice_id} in review (UNDEPLOYED)",
+                hint=E.HINTS[E.UNDEPLOYED] + f"; delete it first: `voiceprep voices delete {result.voice_id}`",
+                retryable=False,
+            ))
+        return result
+
+
+# --- building an Enroller from settings ------------------------------------------------------------
+
+
+def default_ledger_path(settings: EnrollSettings, out_dir: str | Path | None) -> Path:
+    """``enroll.ledger`` if set, else ``voiceprep-ledger.sqlite`` in ``out_dir`` (or the working folder)."""
+    if settings.ledger:
+        return Path(settings.ledger).expanduser()
+    return Path(out_dir or ".") / LEDGER_NAME
+
+
+def make_client(
+    settings: EnrollSettings,
+    service: ServiceSettings | None = None,
+    *,
+    transport: httpx.BaseTransport | None = None,
+    sleep: Callable[[float], None] = time.sleep,
+) -> EnrollmentClient:
+    return EnrollmentClient(
+        service or ServiceSettings.from_env(),
+        transport=transport,
+        timeout_s=settings.request_timeout_s,
+        max_retries=settings.max_retries,
+        rate_limit_per_s=settings.rate_limit_per_s,
+        sleep=sleep,
+    )
+
+
+def make_enroller(
+    settings: EnrollSettings,
+    *,
+    prefix: str | None = None,
+    target_model: str | None = None,
+    ledger: Ledger | str | Path | None = None,
+    out_dir: str | Path | None = None,
+    service: ServiceSettings | None = None,
+    transport: httpx.BaseTransport | None = None,
+    uploader: Uploader | None = None,
+    wait: bool | None = None,
+    sleep: Callable[[float], None] = time.sleep,
+) -> Enroller:
+    """An Enroller for the `enroll:` settings; arguments override them. Close with ``close_enroller``."""
+    chosen_prefix = prefix or settings.prefix
+    if not chosen_prefix:
+        from pipeline.errors import ConfigError
+
+        raise ConfigError("a voice prefix is needed: pass --prefix or set enroll.prefix (1-10 lowercase letters/digits)")
+    check_prefix(chosen_prefix)
+    model = check_target_model(target_model or settings.target_model)
+    client = make_client(settings, service, transport=transport, sleep=sleep)
+    if not isinstance(ledger, Ledger):
+        ledger = Ledger(Path(ledger) if ledger is not None else default_ledger_path(settings, out_dir))
+    options: dict[str, Any] = {}
+    if settings.language_hints:
+        options["language_hints"] = list(settings.language_hints)
+    return Enroller(
+        client,
+        uploader if uploader is not None else make_uploader(settings, client),
+        ledger,
+        target_model=model,
+        prefix=chosen_prefix,
+        wait=settings.wait if wait is None else wait,
+        ready_timeout_s=settings.ready_timeout_s,
+        poll_interval_s=settings.poll_interval_s,
+        create_attempts=settings.create_attempts,
+        quota=settings.quota,
+        create_options=options,
+        sleep=sleep,
+    )
+
+
+def close_enroller(enroller: Enroller) -> None:
+    enroller.client.close()
+    enroller.ledger.close()
+
+
+def enroll_files(
+    paths: Iterable[str | os.PathLike[str]],
+    settings: EnrollSettings | None = None,
+    **kwargs: Any,
+) -> list[EnrollResult]:
+    """Enroll already-clean audio files (e.g. the outputs of ``voiceprep run``); see ``make_enroller``."""
+    enroller = make_enroller(settings or EnrollSettings(), **kwargs)
+    try:
+        return enroller.enroll_files(paths)
+    finally:
+        close_enroller(enroller)
+
+
+# --- the settings used by the `enroll` stage inside a pipeline -------------------------------------
+
+_bound: EnrollSettings | None = None
+_shared: dict[tuple[Any, ...], Enroller] = {}
+_shared_lock = threading.Lock()
+
+
+def bind_settings(settings: EnrollSettings | None) -> None:
+    """Make ``settings`` (a pipeline.yaml's `enroll:` section) the ones the `enroll` stage uses in this process."""
+    global _bound
+    _bound = settings
+
+
+def active_settings() -> EnrollSettings:
+    """The bound settings, else the `enroll:` section of the bundled pipeline.yaml."""
+    if _bound is not None:
+        return _bound
+    from pipeline.config import load
+
+    return EnrollSettings.from_mapping(load().enroll)
+
+
+def shared_enroller(*, prefix: str, target_model: str, wait: bool, ledger: str | None) -> Enroller:
+    """One Enroller per process and option set (client and ledger connection reused across clips)."""
+    settings = active_settings()
+    key = (os.getpid(), settings, prefix, target_model, wait, ledger)
+    with _shared_lock:
+        enroller = _shared.get(key)
+        if enroller is None:
+            enroller = make_enroller(
+                settings, prefix=prefix, target_model=target_model, wait=wait,
+                ledger=ledger or default_ledger_path(settings, None),
+            )
+            _shared[key] = enroller
+        return enroller

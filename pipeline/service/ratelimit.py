@@ -1,0 +1,67 @@
+"""Client-side pacing: a token bucket, and jittered exponential backoff for retries."""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+
+class TokenBucket:
+    """At most ``rate_per_s`` requests per second on average, with bursts of up to ``burst`` requests.
+
+    ``clock`` and ``sleep`` are injectable so that tests run without waiting. Thread-safe.
+    """
+
+    def __init__(
+        self,
+        rate_per_s: float = 10.0,
+        burst: float | None = None,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        if rate_per_s <= 0:
+            raise ValueError("rate_per_s must be positive")
+        self.rate_per_s = float(rate_per_s)
+        self.burst = float(burst if burst is not None else max(1.0, rate_per_s))
+        if self.burst < 1:
+            raise ValueError("burst must be at least 1")
+        self._clock = clock
+        self._sleep = sleep
+        self._tokens = self.burst
+        self._last = clock()
+        self._lock = threading.Lock()
+
+    def acquire(self) -> float:
+        """Take one token, sleeping until one is available; returns the seconds waited."""
+        waited = 0.0
+        while True:
+            with self._lock:
+                now = self._clock()
+                self._tokens = min(self.burst, self._tokens + (now - self._last) * self.rate_per_s)
+                self._last = now
+                if self._tokens >= 1.0:
+                    self._tokens -= 1.0
+                    return waited
+                delay = (1.0 - self._tokens) / self.rate_per_s
+            self._sleep(delay)
+            waited += delay
+
+
+@dataclass(frozen=True)
+class Backoff:
+    """Delays between retries: ``base_s * 2**(attempt-1)`` capped at ``max_s``, with "equal jitter"
+    (a random value in the upper half), never less than a server's ``Retry-After``."""
+
+    base_s: float = 0.5
+    max_s: float = 20.0
+
+    def delay(self, attempt: int, retry_after_s: float | None = None, rng: Callable[[], float] = random.random) -> float:
+        ceiling = min(self.max_s, self.base_s * (2 ** max(attempt - 1, 0)))
+        d = ceiling / 2 + rng() * ceiling / 2
+        if retry_after_s is not None and retry_after_s > d:
+            d = min(retry_after_s, 120.0)
+        return d

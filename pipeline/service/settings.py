@@ -1,0 +1,290 @@
+"""Service settings: the API key, base URL and workspace (like the SDK), and the `enroll:` section."""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, Literal, get_args
+
+from pipeline.errors import ConfigError
+
+BEIJING_BASE_URL = "https://dashscope.aliyuncs.com/api/v1"
+INTERNATIONAL_BASE_URL = "https://dashscope-intl.aliyuncs.com/api/v1"
+DEFAULT_BASE_URL = BEIJING_BASE_URL
+MAAS_REGIONS = ("cn-beijing", "ap-southeast-1", "us-east-1", "cn-hongkong", "eu-central-1", "ap-northeast-1")
+
+ENROLLMENT_MODEL = "voice-enrollment"
+DEFAULT_TARGET_MODEL = "cosyvoice-v1"
+TARGET_MODELS = (
+    "cosyvoice-v1",
+    "cosyvoice-v2",
+    "cosyvoice-v3-flash",
+    "cosyvoice-v3-plus",
+    "cosyvoice-v3.5-flash",
+    "cosyvoice-v3.5-plus",
+    "qwen-audio-3.0-tts-flash",
+    "qwen-audio-3.0-tts-plus",
+)
+PREFIX_RE = re.compile(r"^[a-z0-9]{1,10}$")
+VOICE_QUOTA = 1000
+
+UploadMethod = Literal["dashscope", "s3", "public"]
+UPLOAD_METHODS: tuple[str, ...] = get_args(UploadMethod)
+
+
+def workspace_base_url(workspace_id: str, region: str = "cn-beijing") -> str:
+    """The workspace host of the newest docs: ``https://{ws}.{region}.maas.aliyuncs.com/api/v1``."""
+    if region not in MAAS_REGIONS:
+        raise ConfigError(f"unknown region {region!r}; valid regions: {', '.join(MAAS_REGIONS)}")
+    if not re.fullmatch(r"[A-Za-z0-9-]+", workspace_id):
+        raise ConfigError(f"workspace id {workspace_id!r} may hold only letters, digits and dashes")
+    return f"https://{workspace_id}.{region}.maas.aliyuncs.com/api/v1"
+
+
+def check_prefix(prefix: str) -> str:
+    """The prefix, if it matches ``^[a-z0-9]{1,10}$`` (the rule every service version accepts)."""
+    if not isinstance(prefix, str) or not PREFIX_RE.match(prefix):
+        raise ConfigError(
+            f"prefix {prefix!r} is invalid: use 1-10 lowercase letters or digits (e.g. 'alice01'); "
+            "the service refuses longer prefixes and some versions refuse capitals and underscores"
+        )
+    return prefix
+
+
+def check_target_model(model: str) -> str:
+    if model not in TARGET_MODELS:
+        raise ConfigError(f"unknown target model {model!r}; valid models: {', '.join(TARGET_MODELS)}")
+    return model
+
+
+class ApiKey:
+    """The DashScope API key. Its text is shown only by ``reveal()``: never by repr, str or pickling."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        value = value.strip()
+        if not value:
+            raise ConfigError("the API key is empty")
+        self._value = value
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return "ApiKey('***')"
+
+    def __str__(self) -> str:
+        return "***"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, ApiKey) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(("ApiKey", self._value))
+
+    def __reduce__(self) -> Any:
+        raise TypeError("an API key is never pickled; read it from DASHSCOPE_API_KEY in each process")
+
+
+@dataclass(frozen=True)
+class ServiceSettings:
+    """Where and how to reach the service: key, ``base_url`` (ending in ``/api/v1``), workspace header."""
+
+    api_key: ApiKey = field(repr=False)
+    base_url: str = DEFAULT_BASE_URL
+    workspace: str | None = None
+
+    def __post_init__(self) -> None:
+        url = self.base_url.strip().rstrip("/")
+        if not re.match(r"^https?://[^/\s]+", url):
+            raise ConfigError(f"base URL {self.base_url!r} must start with http:// or https://")
+        object.__setattr__(self, "base_url", url)
+
+    @classmethod
+    def from_env(
+        cls,
+        env: Mapping[str, str] | None = None,
+        *,
+        api_key: str | None = None,
+        base_url: str | None = None,
+        workspace: str | None = None,
+        home: Path | None = None,
+    ) -> ServiceSettings:
+        """Read the SDK's variables: ``DASHSCOPE_API_KEY`` (or ``DASHSCOPE_API_KEY_FILE_PATH``, then
+        ``~/.dashscope/api_key``), ``DASHSCOPE_HTTP_BASE_URL`` (``DASHSCOPE_BASE_URL``),
+        ``DASHSCOPE_API_REGION`` + ``DASHSCOPE_WORKSPACE_ID`` for a workspace host, and
+        ``DASHSCOPE_WORKSPACE`` for the ``X-DashScope-WorkSpace`` header. Arguments win over the environment.
+        """
+        e = os.environ if env is None else env
+        key = api_key or e.get("DASHSCOPE_API_KEY") or _key_from_file(e, home)
+        if not key:
+            raise ConfigError(
+                "no API key: set DASHSCOPE_API_KEY (Model Studio console > API keys); "
+                "the key must belong to the same region as DASHSCOPE_HTTP_BASE_URL"
+            )
+        url = base_url or e.get("DASHSCOPE_HTTP_BASE_URL") or e.get("DASHSCOPE_BASE_URL")
+        if not url:
+            region = e.get("DASHSCOPE_API_REGION")
+            ws_id = e.get("DASHSCOPE_WORKSPACE_ID")
+            if region and ws_id:
+                url = workspace_base_url(ws_id, region)
+            elif region and region != "cn-beijing":
+                raise ConfigError(
+                    f"DASHSCOPE_API_REGION={region} needs DASHSCOPE_WORKSPACE_ID (or set DASHSCOPE_HTTP_BASE_URL)"
+                )
+            else:
+                url = DEFAULT_BASE_URL
+        ws = workspace if workspace is not None else (e.get("DASHSCOPE_WORKSPACE") or None)
+        return cls(api_key=ApiKey(key), base_url=url, workspace=ws)
+
+
+def _key_from_file(env: Mapping[str, str], home: Path | None) -> str | None:
+    named = env.get("DASHSCOPE_API_KEY_FILE_PATH")
+    candidates = [Path(named)] if named else []
+    if home is not None:
+        candidates.append(home / ".dashscope" / "api_key")
+    elif env is os.environ:
+        candidates.append(Path.home() / ".dashscope" / "api_key")
+    for p in candidates:
+        try:
+            text = p.read_text(encoding="utf-8").strip()
+        except OSError:
+            continue
+        if text:
+            return text
+    return None
+
+
+# --- the `enroll:` section of pipeline.yaml ---------------------------------------------------
+
+
+def _check_keys(data: Mapping[str, Any], valid: tuple[str, ...], where: str) -> None:
+    unknown = sorted(set(data) - set(valid))
+    if unknown:
+        raise ConfigError(f"{where} has no key {unknown[0]!r}; valid keys: {', '.join(valid)}")
+
+
+def _typed(value: Any, tp: type, where: str, *, allow_none: bool = False) -> Any:
+    if value is None and allow_none:
+        return None
+    if tp is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if tp is int and isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if tp in (str, bool) and isinstance(value, tp):
+        return value
+    names = {float: "a number", int: "an integer", str: "a string", bool: "true or false"}
+    raise ConfigError(f"{where}: expected {names[tp]}{' or null' if allow_none else ''}, got {value!r}")
+
+
+@dataclass(frozen=True)
+class S3Settings:
+    """An S3-compatible bucket (AWS, Alibaba OSS at ``https://s3.oss-<region>.aliyuncs.com``, MinIO...).
+
+    Credentials come from the usual boto3 sources (``AWS_ACCESS_KEY_ID``/``AWS_SECRET_ACCESS_KEY``,
+    a ``profile``), never from pipeline.yaml. The service downloads a presigned GET URL.
+    """
+
+    bucket: str
+    endpoint_url: str | None = None
+    region: str | None = None
+    key_prefix: str = "voiceprep/"
+    expires_s: int = 86400
+    addressing_style: Literal["auto", "virtual", "path"] = "auto"
+    profile: str | None = None
+
+    @classmethod
+    def from_mapping(cls, data: Any, where: str = "enroll.s3") -> S3Settings:
+        if not isinstance(data, Mapping):
+            raise ConfigError(f"{where} must be a mapping with at least `bucket`")
+        _check_keys(data, tuple(f.name for f in fields(cls)), where)
+        if "bucket" not in data:
+            raise ConfigError(f"{where}.bucket is required")
+        style = data.get("addressing_style", "auto")
+        if style not in ("auto", "virtual", "path"):
+            raise ConfigError(f"{where}.addressing_style: {style!r} is not one of 'auto', 'virtual', 'path'")
+        out = cls(
+            bucket=_typed(data["bucket"], str, f"{where}.bucket"),
+            endpoint_url=_typed(data.get("endpoint_url"), str, f"{where}.endpoint_url", allow_none=True),
+            region=_typed(data.get("region"), str, f"{where}.region", allow_none=True),
+            key_prefix=_typed(data.get("key_prefix", "voiceprep/"), str, f"{where}.key_prefix"),
+            expires_s=_typed(data.get("expires_s", 86400), int, f"{where}.expires_s"),
+            addressing_style=style,
+            profile=_typed(data.get("profile"), str, f"{where}.profile", allow_none=True),
+        )
+        if not out.bucket:
+            raise ConfigError(f"{where}.bucket must not be empty")
+        if not 60 <= out.expires_s <= 7 * 86400:
+            raise ConfigError(f"{where}.expires_s must be between 60 and 604800 (7 days, the S3 maximum)")
+        return out
+
+
+@dataclass(frozen=True)
+class EnrollSettings:
+    """The `enroll:` section of pipeline.yaml, validated strictly (unknown keys and wrong types fail)."""
+
+    target_model: str = DEFAULT_TARGET_MODEL
+    prefix: str | None = None
+    upload: UploadMethod = "dashscope"
+    s3: S3Settings | None = None
+    public_base_url: str | None = None
+    ledger: str | None = None
+    wait: bool = True
+    ready_timeout_s: float = 600.0
+    poll_interval_s: float = 5.0
+    rate_limit_per_s: float = 10.0
+    max_retries: int = 3
+    request_timeout_s: float = 60.0
+    create_attempts: int = 3
+    quota: int = VOICE_QUOTA
+    language_hints: tuple[str, ...] | None = None
+
+    def __post_init__(self) -> None:
+        check_target_model(self.target_model)
+        if self.prefix is not None:
+            check_prefix(self.prefix)
+        if self.upload not in UPLOAD_METHODS:
+            raise ConfigError(f"enroll.upload: {self.upload!r} is not one of {', '.join(UPLOAD_METHODS)}")
+        if self.upload == "s3" and self.s3 is None:
+            raise ConfigError("enroll.upload is 's3' but the enroll.s3 section (bucket, endpoint_url...) is missing")
+        if self.upload == "public" and not re.match(r"^https?://", self.public_base_url or ""):
+            raise ConfigError("enroll.upload is 'public': set enroll.public_base_url to an http(s) URL")
+        for name in ("ready_timeout_s", "poll_interval_s", "rate_limit_per_s", "request_timeout_s"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"enroll.{name} must be positive")
+        if self.max_retries < 0 or self.create_attempts < 1 or self.quota < 1:
+            raise ConfigError("enroll.max_retries must be >= 0, create_attempts and quota >= 1")
+
+    @classmethod
+    def from_mapping(cls, data: Mapping[str, Any] | None) -> EnrollSettings:
+        """Build from the raw `enroll:` mapping (``Config.enroll``)."""
+        data = dict(data or {})
+        valid = tuple(f.name for f in fields(cls))
+        _check_keys(data, valid, "enroll")
+        kw: dict[str, Any] = {}
+        for name in ("target_model", "upload"):
+            if name in data:
+                kw[name] = _typed(data[name], str, f"enroll.{name}")
+        for name in ("prefix", "public_base_url", "ledger"):
+            if name in data:
+                kw[name] = _typed(data[name], str, f"enroll.{name}", allow_none=True)
+        for name in ("ready_timeout_s", "poll_interval_s", "rate_limit_per_s", "request_timeout_s"):
+            if name in data:
+                kw[name] = _typed(data[name], float, f"enroll.{name}")
+        for name in ("max_retries", "create_attempts", "quota"):
+            if name in data:
+                kw[name] = _typed(data[name], int, f"enroll.{name}")
+        if "wait" in data:
+            kw["wait"] = _typed(data["wait"], bool, "enroll.wait")
+        if data.get("s3") is not None:
+            kw["s3"] = S3Settings.from_mapping(data["s3"])
+        if data.get("language_hints") is not None:
+            hints = data["language_hints"]
+            if not isinstance(hints, list) or not all(isinstance(h, str) for h in hints):
+                raise ConfigError(f"enroll.language_hints: expected a list of language codes, got {hints!r}")
+            kw["language_hints"] = tuple(hints)
+        return cls(**kw)
