@@ -73,8 +73,8 @@ def snr_estimate(
 ) -> tuple[float, str]:
     """Speech-to-noise ratio (dB) and how it was found.
 
-    ``"pauses"``: noise power is the mean power of the frames outside speech (each pause shrunk
-    by ``guard_s``), signal power the mean power of speech frames less that noise. With under
+    ``"pauses"``: noise power is the median power of the 20 ms frames outside speech (each pause
+    shrunk by ``guard_s``), signal power the mean power of speech frames less that noise. With under
     ``min_pause_s`` of pauses, ``"percentile"``: the noise is the quietest 10 % of 20 ms frames.
     """
     frame = max(1, int(round(SNR_FRAME_S * sample_rate)))
@@ -89,7 +89,7 @@ def snr_estimate(
         return 0.0, "none"
     ps = float(np.mean(p[speech]))
     if pause.sum() * hop_s >= min_pause_s:
-        pn = float(np.mean(p[pause]))
+        pn = float(np.median(p[pause]))  # the median: robust to breaths and speech edges the VAD left out
         method = "pauses"
     else:
         q = np.sort(p)
@@ -166,13 +166,13 @@ def short_term_loudness(
     x: np.ndarray, sample_rate: int, *, window_s: float = 1.0, hop_s: float = 0.25
 ) -> tuple[np.ndarray, float]:
     """K-weighted loudness (LUFS) of ``window_s`` windows every ``hop_s``, and the hop in seconds."""
-    y = k_weighted(x, sample_rate)
     hop = max(1, int(round(hop_s * sample_rate)))
     win = max(hop, int(round(window_s * sample_rate)))
-    c = np.concatenate(([0.0], np.cumsum(y * y)))
-    starts = np.arange(0, max(len(y) - win, 0) + 1, hop)
-    if len(y) < win:
+    if len(x) < win:
         return np.zeros(0), hop / sample_rate
+    y = k_weighted(x, sample_rate)
+    c = np.concatenate(([0.0], np.cumsum(y * y)))
+    starts = np.arange(0, len(y) - win + 1, hop)
     ms = (c[starts + win] - c[starts]) / win
     return -0.691 + power_db(ms), hop / sample_rate
 
