@@ -1,0 +1,140 @@
+"""repair: do-no-harm fixes (DC, rumble high-pass, hum notch, optional denoiser), each kept only if it helps."""
+
+from __future__ import annotations
+
+import importlib.util
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import numpy as np
+
+from pipeline.clip import Clip
+from pipeline.registry import register
+from pipeline.stage import option
+from stages import quality as q
+
+
+def remove_dc(x: np.ndarray, sample_rate: int) -> np.ndarray:
+    """Subtract each channel's mean."""
+    return np.asarray(x - x.mean(axis=-1, keepdims=True), dtype=np.float32)
+
+
+def highpass(x: np.ndarray, sample_rate: int, cutoff_hz: float) -> np.ndarray:
+    """Second-order Butterworth high-pass run forwards and backwards (zero phase)."""
+    from scipy.signal import butter, sosfiltfilt
+
+    if x.shape[-1] < 64:
+        return np.asarray(x, dtype=np.float32)
+    sos = butter(2, cutoff_hz, btype="highpass", fs=sample_rate, output="sos")
+    return np.asarray(sosfiltfilt(sos, x, axis=-1), dtype=np.float32)
+
+
+def notch_hum(x: np.ndarray, sample_rate: int, freq_hz: float, harmonics: int = 4, q_factor: float = 30.0) -> np.ndarray:
+    """Zero-phase notches at ``freq_hz`` and its first ``harmonics`` multiples (bandwidth f/Q)."""
+    from scipy.signal import filtfilt, iirnotch
+
+    y = np.asarray(x, dtype=np.float64)
+    if y.shape[-1] < 64:
+        return np.asarray(x, dtype=np.float32)
+    for k in range(1, harmonics + 1):
+        f = freq_hz * k
+        if f >= 0.45 * sample_rate:
+            break
+        b, a = iirnotch(f, q_factor, fs=sample_rate)
+        y = filtfilt(b, a, y, axis=-1)
+    return y.astype(np.float32)
+
+
+def denoise(x: np.ndarray, sample_rate: int) -> np.ndarray:
+    """noisereduce's stationary spectral gating (extra ``denoise``), 80 % reduction, per channel."""
+    import noisereduce
+
+    out = noisereduce.reduce_noise(y=np.asarray(x, dtype=np.float32), sr=sample_rate, stationary=True, prop_decrease=0.8)
+    return np.asarray(out, dtype=np.float32).reshape(x.shape)
+
+
+@register
+@dataclass(frozen=True)
+class Repair:
+    """Fix DC offset, rumble, mains hum (and optionally noise) only when measured, keeping each fix
+    only if re-measuring shows it helped. Records every attempt in ``info["repairs"]``.
+
+    Each repair: measure channel 0; if over its trigger, apply to every channel; measure again;
+    keep the result only if the measure improved by the stated margin and the SNR did not drop
+    by more than 1 dB. Raises nothing.
+    """
+
+    name: ClassVar[str] = "repair"
+    changes_audio: ClassVar[bool] = True
+
+    dc: bool = option(True, "remove a DC offset larger than min_dc_offset")
+    min_dc_offset: float = option(0.002, "DC offset (full scale 1) that calls for removal")
+    highpass: bool = option(True, "high-pass at highpass_hz when rumble is over min_rumble_db")
+    highpass_hz: float = option(70.0, "high-pass corner (Hz)")
+    min_rumble_db: float = option(-30.0, "power under 60 Hz relative to the signal (dB) that calls for the high-pass")
+    hum: bool = option(True, "notch mains hum when a 50/60 Hz line stands min_hum_prominence_db over its surroundings")
+    min_hum_prominence_db: float = option(10.0, "hum line prominence (dB) that calls for the notch")
+    hum_harmonics: int = option(4, "notch the hum frequency and this many multiples in all")
+    denoise: bool = option(False, "spectral-gating denoiser (extra `denoise`: noisereduce) when SNR < denoise_below_snr_db")
+    denoise_below_snr_db: float = option(20.0, "SNR (dB) under which the denoiser is tried")
+    denoise_min_gain_db: float = option(3.0, "keep the denoised audio only if the SNR rose by at least this (dB)")
+
+    def __post_init__(self) -> None:
+        if not 20.0 <= self.highpass_hz <= 150.0:
+            raise ValueError("highpass_hz must be between 20 and 150")
+        if not 1 <= self.hum_harmonics <= 10:
+            raise ValueError("hum_harmonics must be between 1 and 10")
+        if self.min_dc_offset < 0 or self.denoise_min_gain_db < 0:
+            raise ValueError("min_dc_offset and denoise_min_gain_db must be >= 0")
+        if self.denoise and importlib.util.find_spec("noisereduce") is None:
+            raise ValueError("denoise needs the optional extra: pip install 'voiceprep[denoise]'")
+
+    def __call__(self, clip: Clip) -> Clip:
+        segs = q.Quality.segments(q.Quality(), clip)
+        rate = clip.sample_rate
+        x = np.asarray(clip.samples, dtype=np.float32)
+        records: list[dict[str, Any]] = []
+
+        def snr(y: np.ndarray) -> float:
+            return q.snr_estimate(q.to_rate(q.as_mono(y), rate), q.ANALYSIS_RATE, segs)[0]
+
+        def attempt(
+            name: str, measure: Callable[[np.ndarray], float], fix: Callable[[np.ndarray], np.ndarray], margin: float
+        ) -> None:
+            nonlocal x
+            before = measure(x)
+            y = fix(x)
+            after = measure(y)
+            snr_ok = snr(y) >= snr(x) - 1.0
+            kept = bool(after <= before - margin and snr_ok and np.all(np.isfinite(y)))
+            records.append({"repair": name, "before": round(before, 4), "after": round(after, 4), "kept": kept})
+            if kept:
+                x = y
+
+        mono = q.as_mono(x)
+        if self.dc and abs(q.dc_offset(mono)) > self.min_dc_offset:
+            attempt("dc", lambda y: abs(q.dc_offset(q.as_mono(y))), lambda y: remove_dc(y, rate), self.min_dc_offset / 2)
+        x16 = q.to_rate(q.as_mono(x), rate)
+        if self.highpass and q.rumble_db(x16, q.ANALYSIS_RATE) > self.min_rumble_db:
+            attempt(
+                "highpass",
+                lambda y: q.rumble_db(q.to_rate(q.as_mono(y), rate), q.ANALYSIS_RATE),
+                lambda y: highpass(y, rate, self.highpass_hz),
+                3.0,
+            )
+        hz, prominence, _ = q.hum(q.to_rate(q.as_mono(x), rate), q.ANALYSIS_RATE)
+        if self.hum and hz is not None and prominence >= self.min_hum_prominence_db:
+            base = hz
+
+            def hum_prominence(y: np.ndarray) -> float:
+                f, p, _ = q.hum(q.to_rate(q.as_mono(y), rate), q.ANALYSIS_RATE)
+                return p if f == base else min(p, 6.0)
+
+            attempt("hum_notch", hum_prominence, lambda y: notch_hum(y, rate, base, self.hum_harmonics), 6.0)
+        if self.denoise and snr(x) < self.denoise_below_snr_db:
+            attempt("denoise", lambda y: -snr(y), lambda y: denoise(y, rate), self.denoise_min_gain_db)
+        if not records:
+            return clip
+        out = clip.replace(samples=x) if any(r["kept"] for r in records) else clip
+        return out.with_info(repairs=[*clip.info.get("repairs", []), *records])
