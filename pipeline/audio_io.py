@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import os
+import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -242,24 +243,40 @@ def _blocks_soundfile(path: str, info: SourceInfo, start: int, stop: int | None)
 def _blocks_av(path: str, info: SourceInfo, start: int, stop: int | None) -> Iterator[np.ndarray]:
     import av
 
+    sr = info.sample_rate
     with av.open(path) as container:
         stream = container.streams.audio[0]
-        resampler = av.AudioResampler(format="fltp", layout=stream.codec_context.layout, rate=info.sample_rate)
-        pos = 0
+        resampler = av.AudioResampler(format="fltp", layout=stream.codec_context.layout, rate=sr)
+        pos: int | None = None  # from the first frame's timestamp (codec priming can make it negative)
+        # MP3 frame timestamps ignore the encoder delay that the decoder trims: decode MP3 from the
+        # start (it is fast) and count samples; other codecs seek and read their place from timestamps
+        seekable = info.codec != "mp3"
+        if start > 0 and seekable and stream.time_base is not None:
+            # jump near the start (keyframe before it), then find our place from the frames' timestamps
+            container.seek(max(int((start / sr - 1.0) / stream.time_base), 0), stream=stream, backward=True)
         pending: list[np.ndarray] = []
         pending_n = 0
-        block = max(1, int(BLOCK_S * info.sample_rate))
+        block = max(1, int(BLOCK_S * sr))
 
-        def frames() -> Iterator[np.ndarray]:
+        def frames() -> Iterator[tuple[int | None, np.ndarray]]:
             for packet in container.demux(stream):
                 for frame in packet.decode():
+                    t = None
+                    if frame.pts is not None and frame.time_base is not None:
+                        t = round(float(frame.pts * frame.time_base) * sr)
                     for out in resampler.resample(frame):
-                        yield out.to_ndarray()
+                        yield t, out.to_ndarray()
+                        t = None
             for out in resampler.resample(None):
-                yield out.to_ndarray()
+                yield None, out.to_ndarray()
 
-        for arr in frames():
-            arr = np.asarray(arr, dtype=np.float32).reshape(info.channels, -1) if arr.shape[0] != info.channels else arr
+        for t, arr in frames():
+            if arr.shape[0] != info.channels:
+                arr = np.asarray(arr, dtype=np.float32).reshape(info.channels, -1)
+            if pos is None:
+                pos = t if (t is not None and seekable) else 0
+            elif t is not None and seekable and start > 0 and abs(t - pos) > sr // 10:
+                pos = t  # trust the timestamps after a seek
             n = arr.shape[1]
             lo, hi = pos, pos + n
             pos = hi
@@ -285,23 +302,27 @@ def iter_blocks(
     first_channel: bool = False,
     start_s: float = 0.0,
     end_s: float | None = None,
+    quality: str = "HQ",
 ) -> Iterator[np.ndarray]:
     """Decoded float32 ``(channels, n)`` blocks of ``info.path`` between ``start_s`` and ``end_s``.
 
-    ``rate`` resamples (soxr, streaming) as blocks arrive; ``first_channel`` keeps channel 0
-    only, as the service does. Raises ``Audio.DecoderError`` on any decoding failure.
+    ``rate`` resamples (soxr, streaming, at soxr ``quality``) as blocks arrive; ``first_channel``
+    keeps channel 0 only, as the service does. Raises ``Audio.DecoderError`` on any decoding failure.
     """
     path = info.path
     sr = info.sample_rate
     start = max(int(round(start_s * sr)), 0)
     stop = None if end_s is None else max(int(round(end_s * sr)), start)
-    use_sf = info.container in _SF_KINDS and info.codec not in ("aac",)
+    # libsndfile's MP3 seeking is approximate and noisy on stderr: PyAV decodes MP3 exactly
+    use_sf = info.container in _SF_KINDS and info.codec not in ("aac", "mp3")
     raw = _blocks_soundfile(path, info, start, stop) if use_sf else _blocks_av(path, info, start, stop)
     resampler: Any = None
     if rate is not None and rate != sr:
         import soxr
 
-        resampler = soxr.ResampleStream(sr, rate, 1 if first_channel else info.channels, dtype="float32", quality="HQ")
+        resampler = soxr.ResampleStream(
+            sr, rate, 1 if first_channel else info.channels, dtype="float32", quality=quality
+        )
     try:
         for block in _guard(path, raw):
             if first_channel:
@@ -325,12 +346,8 @@ def _guard(path: str, blocks: Iterator[np.ndarray]) -> Iterator[np.ndarray]:
     """Translate libsndfile / FFmpeg failures into Audio.DecoderError at one boundary."""
     import soundfile as sf
 
-    try:
-        import av
-
-        av_errors: tuple[type[BaseException], ...] = (av.FFmpegError,)
-    except ImportError:  # pragma: no cover - av is a hard dependency
-        av_errors = ()
+    av = sys.modules.get("av")  # only files that went through PyAV can raise its errors
+    av_errors: tuple[type[BaseException], ...] = (av.FFmpegError,) if av is not None else ()
     try:
         yield from blocks
     except (sf.LibsndfileError, RuntimeError, ValueError, EOFError, *av_errors) as exc:

@@ -1,8 +1,9 @@
-"""Run the `run` chain over files and folders: workers, long inputs in blocks, atomic outputs.
+"""Run the `run` chain over files and folders: workers, long inputs scouted, atomic outputs.
 
-Only the runner reads and writes files. A long input is first scouted block by block (each
-block through the chain up to the `window` stage) so memory stays flat in input length; then
-only the chosen region is decoded at full rate and taken through the whole chain.
+Only the runner reads and writes files. A long input is first scouted in blocks (a cheap
+activity measure per second, then the chain up to the `window` stage on the best-ranked
+stretches only), so memory stays flat in input length; then only the chosen region is decoded
+at full rate and taken through the whole chain.
 """
 
 from __future__ import annotations
@@ -17,16 +18,23 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from .api import expand
-from .audio_io import decode, probe, write_wav_atomic
+from .audio_io import decode, iter_blocks, probe, write_wav_atomic
 from .clip import Clip
 from .config import Config
 from .errors import PipelineError
 from .report import FileResult, summary, write_line
 
-BLOCK_S = 120.0  # scouting block for long inputs (seconds)
-OVERLAP_S = 25.0  # blocks overlap by more than the longest window, so every window lies in one block
-REGION_PAD_S = 1.0
+BLOCK_S = 120.0  # inputs longer than this are scouted first (seconds)
+REGION_PAD_S = 1.0  # decoded around the chosen window (seconds)
+SCOUT_RATE = 16000
+SCOUT_WINDOW_S = 20.0  # stretches ranked by coarse activity
+SCOUT_MARGIN_S = 10.0  # each ranked stretch is examined with this much context on both sides
+SCOUT_MIN_REGIONS = 3  # examine at least this many stretches ...
+SCOUT_MAX_REGIONS = 12  # ... and at most this many
+QUALIFIED = 1000.0  # window scores at or above this meet every rule (see stages/window.py)
 
 
 @dataclass(frozen=True)
@@ -60,25 +68,63 @@ def plan(paths: Iterable[str], out_dir: str | Path) -> list[Job]:
     return jobs
 
 
+def _activity(info: Any) -> np.ndarray:
+    """Coarse speech activity per 0.9 s unit of a long input (fraction 0-1), decoded in blocks at 16 kHz."""
+    from .speech import VAD_RATE, coarse_activity
+
+    rate = VAD_RATE if info.sample_rate != VAD_RATE else None
+    per_s: list[np.ndarray] = []
+    carry = np.zeros((info.channels, 0), np.float32)
+    step = 480  # coarse_activity's 30 ms frame at 16 kHz
+    for block in iter_blocks(info, rate=rate, quality="LQ"):
+        block = np.concatenate([carry, block], axis=1)
+        whole = block.shape[1] // (30 * step) * (30 * step)  # whole 0.9 s units
+        carry = block[:, whole:]
+        if whole == 0:
+            continue
+        loudest = int(np.argmax(np.mean(np.square(block[:, :whole]), axis=1)))  # the voiced side, if one-sided
+        act = coarse_activity(block[loudest, :whole])
+        per_s.append(act.reshape(-1, 30).mean(axis=1))
+    return np.concatenate(per_s) if per_s else np.zeros(0)
+
+
 def _best_region(info: Any, chain: Any) -> tuple[float, float] | None:
-    """Scout a long input block by block; the region (seconds) around the best window, if any."""
+    """Scout a long input with flat memory: rank 20 s stretches by coarse activity, then run the
+    chain up to `window` (Silero decides) on the best-ranked stretches only, at 16 kHz.
+
+    Returns the region (seconds) around the best window found, or None.
+    """
     upto = chain.until("window")
+    rate = SCOUT_RATE if info.sample_rate > SCOUT_RATE else None  # scouting needs no more than the VAD's rate
+    act = _activity(info)
+    unit = 0.9  # seconds per activity value
+    span = int(round(SCOUT_WINDOW_S / unit))
+    if len(act) < span:
+        return None
+    density = np.convolve(act, np.ones(span), mode="valid")  # speech seconds in each 20 s stretch
+    order = np.argsort(-density, kind="stable")
+    taken: list[int] = []
     best: tuple[float, float, float] | None = None
-    start = 0.0
-    while start < info.duration_s:
-        end = min(start + BLOCK_S, info.duration_s)
-        try:
-            clip = upto(decode(info, start_s=start, end_s=end))
-        except PipelineError:
-            clip = None
-        if clip is not None and "segment" in clip.info:
-            seg = clip.info["segment"]
-            score = float(clip.info.get("window_score", 0.0))
-            if best is None or score > best[0]:
-                best = (score, seg["start_s"], seg["end_s"])
-        if end >= info.duration_s:
+    for start in order:
+        if len(taken) >= SCOUT_MAX_REGIONS or density[start] * unit < 5.0:
             break
-        start = end - OVERLAP_S
+        if any(abs(int(start) - t) < span for t in taken):
+            continue
+        taken.append(int(start))
+        lo = max(float(start) * unit - SCOUT_MARGIN_S, 0.0)
+        hi = min(float(start) * unit + SCOUT_WINDOW_S + SCOUT_MARGIN_S, info.duration_s)
+        try:
+            clip = upto(decode(info, rate=rate, start_s=lo, end_s=hi))
+        except PipelineError:
+            continue
+        seg = clip.info.get("segment")
+        if seg is None:
+            continue
+        score = float(clip.info.get("window_score", 0.0))
+        if best is None or score > best[0]:
+            best = (score, seg["start_s"], seg["end_s"])
+        if best[0] >= QUALIFIED and len(taken) >= SCOUT_MIN_REGIONS:
+            break
     if best is None:
         return None
     return max(best[1] - REGION_PAD_S, 0.0), min(best[2] + REGION_PAD_S, info.duration_s)

@@ -84,13 +84,22 @@ def silero_probs(x16: np.ndarray, *, chunk_frames: int = 250, warmup_frames: int
     return probs[:, warmup_frames:].reshape(-1)[:n].copy()
 
 
-def webrtc_flags(x16: np.ndarray, mode: int = 2) -> np.ndarray:
-    """webrtcvad decision per 10 ms frame of mono 16 kHz audio."""
+def webrtc_flags(x16: np.ndarray, mode: int = 2, frame: int = WEBRTC_FRAME) -> np.ndarray:
+    """webrtcvad decision per ``frame`` samples (10, 20 or 30 ms) of mono 16 kHz audio."""
     vad = _webrtc(mode)
-    n = len(x16) // WEBRTC_FRAME
-    pcm = (np.clip(x16[: n * WEBRTC_FRAME], -1.0, 1.0) * 32767.0).astype("<i2").tobytes()
-    step = WEBRTC_FRAME * 2
+    n = len(x16) // frame
+    pcm = (np.clip(x16[: n * frame], -1.0, 1.0) * 32767.0).astype("<i2").tobytes()
+    step = frame * 2
     return np.fromiter((vad.is_speech(pcm[i * step : (i + 1) * step], VAD_RATE) for i in range(n)), dtype=bool, count=n)
+
+
+@functools.lru_cache(maxsize=4)
+def _dct_matrix(n: int) -> np.ndarray:
+    """Orthonormal DCT-II as a matrix (columns are the cosine bases): x @ M == scipy dct(x, norm='ortho')."""
+    k = np.arange(n)[np.newaxis, :]
+    m = np.cos(np.pi * (np.arange(n)[:, np.newaxis] + 0.5) * k / n) * np.sqrt(2.0 / n)
+    m[:, 0] /= np.sqrt(2.0)
+    return m
 
 
 def _band_edges() -> np.ndarray:
@@ -106,8 +115,6 @@ def stationary_frames(
     ``lag_s`` apart stays under ``max_change`` only for sounds held steady; stretches of at least
     ``min_s`` of that are flagged, so Silero's "voice-like" answer on them is overruled.
     """
-    from scipy.fft import dct
-
     n = len(x16) // FRAME
     mask = np.zeros(int(np.ceil(len(x16) / FRAME)), dtype=bool)
     lag = max(1, int(round(lag_s / FRAME_S)))
@@ -117,7 +124,7 @@ def stationary_frames(
     power = np.abs(np.fft.rfft(frames, axis=1)) ** 2
     edges = _band_edges()
     bands = np.add.reduceat(power, edges[:-1], axis=1)[:, : len(edges) - 1]
-    ceps = dct(np.log(bands + 1e-9), axis=1, norm="ortho")[:, 1:13]
+    ceps = np.log(bands + 1e-9) @ _dct_matrix(bands.shape[1])[:, 1:13]
     dist = np.sqrt(np.sum((ceps[lag:] - ceps[:-lag]) ** 2, axis=1))
     k = 5
     padded = np.pad(dist, (k // 2, k // 2), mode="edge")
@@ -263,3 +270,19 @@ def detect(
         segs = refine_edges(segs, webrtc_flags(x16, webrtc_mode))
     segs = merge_gaps(np.clip(segs, 0.0, duration), 0.0)
     return SpeechReport(segments=segs, runs=merge_gaps(segs, merge_gap_s), probs=probs, duration_s=duration)
+
+
+def coarse_activity(x16: np.ndarray, *, mode: int = 3, floor_dbfs: float = -55.0) -> np.ndarray:
+    """Cheap voice activity per 30 ms: webrtcvad (most aggressive mode) and a level floor.
+
+    About 100x faster than Silero; it also fires on music and noise, so it only ranks where to
+    look in long recordings; Silero then decides on the few places it ranks highest.
+    """
+    frame = 3 * WEBRTC_FRAME  # 30 ms
+    flags = webrtc_flags(x16, mode, frame)
+    n = len(flags)
+    if n == 0:
+        return flags
+    frames = x16[: n * frame].reshape(n, frame).astype(np.float64)
+    level = 10 * np.log10(np.mean(frames * frames, axis=1) + 1e-12)
+    return flags & (level > floor_dbfs)

@@ -259,9 +259,12 @@ class Window:
             for s, e in report.segments:
                 lo, hi = max(s, a), min(e, b)
                 if hi > lo:
-                    inside.append([round(off + lo - a, 4), round(off + hi - a, 4)])
+                    inside.append([round(float(off + lo - a), 4), round(float(off + hi - a), 4)])
         out = clip.replace(samples=audio[np.newaxis, :], offset_s=clip.offset_s + best.start_s).with_info(
-            segment={"start_s": round(clip.offset_s + best.start_s, 3), "end_s": round(clip.offset_s + best.end_s, 3)},
+            segment={
+                "start_s": round(float(clip.offset_s + best.start_s), 3),
+                "end_s": round(float(clip.offset_s + best.end_s), 3),
+            },
             window_score=round(self.score(best), 3),
             window={
                 "speech_s": round(best.speech_s, 3),

@@ -1,0 +1,213 @@
+"""Benchmarks (not tests): check latency, check/run throughput per core, peak memory, ffmpeg comparison.
+
+    python bench/benchmark.py all            # everything, prints a markdown summary
+    python bench/benchmark.py check|run|memory|ffmpeg
+
+Inputs are built from fixtures/ into a temporary folder (about 30 min of mixed recordings and a
+1-hour 48 kHz stereo WAV for the memory figures). Every figure is measured in fresh processes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+import soxr
+
+ROOT = Path(__file__).resolve().parent.parent
+FIX = ROOT / "fixtures"
+VOICEPREP = [sys.executable, "-m", "pipeline.cli"]
+
+
+def _speech(rate: int, seconds: float, channels: int, seed: int = 0) -> np.ndarray:
+    """Real speech (LibriVox reader) with pauses and room noise, tiled to ``seconds``."""
+    x, sr = sf.read(FIX / "speech_librivox_16k.wav", dtype="float32")
+    room, _ = sf.read(FIX / "noise_room_ami_16k.flac", dtype="float32")
+    rng = np.random.default_rng(seed)
+    parts, n = [], 0
+    while n < seconds * sr:
+        parts += [x * np.float32(rng.uniform(0.4, 1.0)), room[: int(rng.uniform(1, 8) * sr)] * np.float32(0.5)]
+        n += len(parts[-2]) + len(parts[-1])
+    y = np.concatenate(parts)[: int(seconds * sr)]
+    if rate != sr:
+        y = soxr.resample(y, sr, rate).astype(np.float32)
+    if channels == 2:
+        y = np.stack([y, 0.8 * y])
+    return np.atleast_2d(y)
+
+
+def _write_av(path: Path, x: np.ndarray, sr: int, fmt: str, codec: str) -> None:
+    import av
+
+    layout = "mono" if x.shape[0] == 1 else "stereo"
+    with av.open(str(path), "w", format=fmt) as out:
+        st = out.add_stream(codec, rate=sr, layout=layout)
+        st.bit_rate = 128_000
+        fmt_name = st.codec_context.codec.audio_formats[0].name
+        rs = av.AudioResampler(format=fmt_name, layout=layout, rate=sr)
+        for i in range(0, x.shape[1], 8192):
+            fr = av.AudioFrame.from_ndarray(np.ascontiguousarray(x[:, i : i + 8192]), format="fltp", layout=layout)
+            fr.sample_rate, fr.pts, fr.time_base = sr, i, Fraction(1, sr)
+            for f in rs.resample(fr):
+                for p in st.encode(f):
+                    out.mux(p)
+        for p in st.encode(None):
+            out.mux(p)
+
+
+MIXED = [  # name, seconds, rate, channels
+    ("a_10s_mono_16k.wav", 10, 16000, 1),
+    ("b_30s_stereo_44k.mp3", 30, 44100, 2),
+    ("c_60s_mono_48k.m4a", 60, 48000, 1),
+    ("d_2min_stereo_48k.wav", 120, 48000, 2),
+    ("e_5min_mono_22k.mp3", 300, 22050, 1),
+    ("f_10min_stereo_44k.m4a", 600, 44100, 2),
+    ("g_10min_stereo_48k.wav", 600, 48000, 2),
+]
+
+
+def build_mixed(folder: Path) -> float:
+    folder.mkdir(parents=True, exist_ok=True)
+    total = 0.0
+    for k, (name, secs, rate, ch) in enumerate(MIXED):
+        p = folder / name
+        y = _speech(rate, secs, ch, seed=k)
+        if name.endswith(".wav"):
+            sf.write(p, y.T, rate, subtype="PCM_16")
+        elif name.endswith(".mp3"):
+            _write_av(p, y, rate, "mp3", "libmp3lame")
+        else:
+            _write_av(p, y, rate, "mp4", "aac")
+        total += secs
+    return total
+
+
+def _timed(cmd: list[str]) -> tuple[float, int, str]:
+    """Wall seconds and peak RSS (KB) of a fresh process."""
+    t = time.perf_counter()
+    proc = subprocess.run(["/usr/bin/time", "-f", "%M", *cmd], capture_output=True, text=True, check=False, cwd=ROOT)
+    wall = time.perf_counter() - t
+    rss = int(proc.stderr.strip().splitlines()[-1]) if proc.stderr.strip() else -1
+    return wall, rss, proc.stdout
+
+
+def bench_check(tmp: Path) -> dict[str, float]:
+    x, sr = sf.read(FIX / "speech_librivox_16k.wav", dtype="float32")
+    one = tmp / "take_20s.wav"
+    sf.write(one, x[: 20 * sr], sr, subtype="PCM_16")
+    _timed([*VOICEPREP, "check", str(one)])  # warm the file cache once
+    walls = [_timed([*VOICEPREP, "check", str(one)])[0] for _ in range(7)]
+    mixed = tmp / "mixed"
+    if not mixed.exists():
+        build_mixed(mixed)
+    short = tmp / "short"
+    short.mkdir(exist_ok=True)
+    for k in range(20):  # a folder of 20 takes of 20 s, WAV and MP3
+        y = _speech(48000 if k % 2 else 16000, 20, 1 + k % 2, seed=100 + k)
+        sf.write(short / f"take{k:02d}.wav", y.T, 48000 if k % 2 else 16000, subtype="PCM_16")
+    wall, _, _ = _timed([*VOICEPREP, "check", str(short)])
+    return {
+        "check_one_20s_wav_median_s": round(statistics.median(walls), 3),
+        "check_one_20s_wav_min_s": round(min(walls), 3),
+        "check_folder_20x20s_x_realtime_per_core": round(400 / wall, 1),
+    }
+
+
+def bench_run(tmp: Path) -> dict[str, float]:
+    mixed = tmp / "mixed"
+    total = build_mixed(mixed) if not mixed.exists() else sum(m[1] for m in MIXED)
+    out = tmp / "out_run"
+    shutil.rmtree(out, ignore_errors=True)
+    wall, rss, stdout = _timed([*VOICEPREP, "run", str(mixed), "--out", str(out), "--jobs", "1", "-q"])
+    ok = stdout.strip().splitlines()[-1] if stdout.strip() else ""
+    return {
+        "run_mixed_total_audio_s": total,
+        "run_mixed_wall_s": round(wall, 2),
+        "run_mixed_x_realtime_per_core": round(total / wall, 1),
+        "run_mixed_peak_rss_mb": round(rss / 1024, 1),
+        "run_mixed_summary": ok,  # type: ignore[dict-item]
+    }
+
+
+def bench_ffmpeg(tmp: Path) -> dict[str, float]:
+    if shutil.which("ffmpeg") is None:
+        return {"ffmpeg": -1.0}
+    mixed = tmp / "mixed"
+    total = build_mixed(mixed) if not mixed.exists() else sum(m[1] for m in MIXED)
+    out = tmp / "out_ffmpeg"
+    out.mkdir(exist_ok=True)
+    chain = (
+        "silenceremove=start_periods=1:start_threshold=-50dB:stop_periods=-1:stop_duration=1:stop_threshold=-50dB,"
+        "loudnorm=I=-20:TP=-1.5,aresample=24000"
+    )
+    t = time.perf_counter()
+    for f in sorted(mixed.iterdir()):
+        subprocess.run(
+            ["ffmpeg", "-v", "error", "-y", "-threads", "1", "-i", str(f), "-af", chain, "-ac", "1", "-t", "20",
+             "-c:a", "pcm_s16le", str(out / (f.stem + ".wav"))],
+            check=True,
+        )
+    wall = time.perf_counter() - t
+    return {"ffmpeg_wall_s": round(wall, 2), "ffmpeg_x_realtime_per_core": round(total / wall, 1)}
+
+
+def bench_memory(tmp: Path) -> dict[str, float]:
+    big = tmp / "hour_48k_stereo.wav"
+    if not big.exists():
+        with sf.SoundFile(big, "w", 48000, 2, subtype="PCM_16") as f:
+            block = _speech(48000, 600, 2, seed=7)
+            for _ in range(6):
+                f.write(block.T)
+    _, rss_check, _ = _timed([*VOICEPREP, "check", str(big)])
+    out = tmp / "out_mem"
+    wall, rss_run, _ = _timed([*VOICEPREP, "run", str(big), "--out", str(out), "--jobs", "1", "-q"])
+    return {
+        "hour_wav_size_mb": round(big.stat().st_size / 1e6, 1),
+        "check_hour_peak_rss_mb": round(rss_check / 1024, 1),
+        "run_hour_peak_rss_mb": round(rss_run / 1024, 1),
+        "run_hour_wall_s": round(wall, 1),
+        "run_hour_x_realtime": round(3600 / wall, 1),
+    }
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("what", choices=["all", "check", "run", "ffmpeg", "memory"])
+    ap.add_argument("--keep", metavar="DIR", help="build inputs here and keep them (default: a temporary folder)")
+    args = ap.parse_args()
+    tmp = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="voiceprep-bench-"))
+    tmp.mkdir(parents=True, exist_ok=True)
+    results: dict[str, object] = {"cores": os.cpu_count()}
+    try:
+        if args.what in ("all", "check"):
+            results.update(bench_check(tmp))
+        if args.what in ("all", "run"):
+            results.update(bench_run(tmp))
+        if args.what in ("all", "ffmpeg"):
+            results.update(bench_ffmpeg(tmp))
+        if args.what in ("all", "memory"):
+            results.update(bench_memory(tmp))
+        if "run_mixed_wall_s" in results and "ffmpeg_wall_s" in results:
+            results["voiceprep_vs_ffmpeg_speed_ratio"] = round(
+                float(results["ffmpeg_wall_s"]) / float(results["run_mixed_wall_s"]), 2  # type: ignore[arg-type]
+            )
+    finally:
+        if not args.keep:
+            shutil.rmtree(tmp, ignore_errors=True)
+    print(json.dumps(results, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
