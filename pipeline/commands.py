@@ -40,6 +40,7 @@ def register(sub: Any) -> None:
         description="List every registered stage: its YAML name, what it does, and its options.",
     )
     s.add_argument("--json", action="store_true", help="machine-readable output")
+    s.add_argument("--markdown", action="store_true", help="markdown tables (the README's stage reference)")
     s.set_defaults(func=cmd_stages)
 
     register_run(sub)
@@ -90,6 +91,9 @@ def cmd_stages(args: argparse.Namespace) -> int:
     from . import registry
 
     stages = registry.available()
+    if args.markdown:
+        sys.stdout.write(stages_markdown())
+        return 0
     if args.json:
         out = [
             {
@@ -167,3 +171,21 @@ def cmd_run(args: argparse.Namespace) -> int:
     )
     sys.stdout.write(summary(results) + "\n")
     return 0 if all(r.ok for r in results) else 1
+
+
+def stages_markdown() -> str:
+    """Every stage as a markdown section with its options table."""
+    from . import registry
+
+    out = []
+    for name, cls in registry.available().items():
+        kind = "changes audio" if cls.changes_audio else "measures only"
+        out.append(f"#### `{name}` ({kind})\n\n{registry.summary(cls)}\n")
+        opts = registry.options(cls)
+        if opts:
+            out.append("| option | type | default | meaning |\n|---|---|---|---|")
+            for o in opts:
+                typ = o.type.replace("|", "or")
+                out.append(f"| `{o.name}` | {typ} | `{json.dumps(o.default)}` | {o.help.replace('|', '/')} |")
+        out.append("")
+    return "\n".join(out) + "\n"
