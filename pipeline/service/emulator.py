@@ -323,6 +323,8 @@ class Emulator:
         """Replace settings (e.g. faults, rate limit); resets the fault dice and rate buckets."""
         if "faults" in changes and isinstance(changes["faults"], Mapping):
             changes["faults"] = Faults.from_mapping(changes["faults"])
+        if "api_keys" in changes:
+            changes["api_keys"] = tuple(changes["api_keys"])
         self.settings = dataclasses.replace(self.settings, **changes)
         self.rng = random.Random(self.settings.faults.seed)
         self.buckets.clear()
