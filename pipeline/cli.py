@@ -12,6 +12,7 @@ from collections.abc import Sequence
 SUBCOMMAND_MODULES: tuple[str, ...] = (
     "pipeline.commands",
     "pipeline.service.cli_emulator",
+    "pipeline.service.cli_enroll",
 )
 
 
