@@ -119,6 +119,7 @@ class Enroller:
         ready_timeout_s: float = 600.0,
         poll_interval_s: float = 5.0,
         create_attempts: int = 3,
+        reconcile_delay_s: float = 15.0,
         quota: int = 1000,
         create_options: Mapping[str, Any] | None = None,
         sleep: Callable[[float], None] = time.sleep,
@@ -132,6 +133,7 @@ class Enroller:
         self.ready_timeout_s = ready_timeout_s
         self.poll_interval_s = poll_interval_s
         self.create_attempts = create_attempts
+        self.reconcile_delay_s = reconcile_delay_s
         self.quota = quota
         self.create_options = dict(create_options or {})
         self._sleep = sleep
@@ -203,6 +205,9 @@ class Enroller:
                     self.ledger.mark_failed(sha, self.target_model, exc.code, exc.message, exc.request_id)
                     raise
                 log.warning("create_voice for %s failed ambiguously (%s); reconciling", result.input, exc.code)
+                if exc.http_status is None or exc.http_status in (502, 504):
+                    # no answer came: the service may still be working on the request; let it finish first
+                    self._sleep(self.reconcile_delay_s)
                 found = self._reconcile(sha, uploaded.url, self.prefix)
                 if found is not None:
                     return self._adopt(found, sha, result, "reconciled")
@@ -383,6 +388,7 @@ def make_enroller(
         ready_timeout_s=settings.ready_timeout_s,
         poll_interval_s=settings.poll_interval_s,
         create_attempts=settings.create_attempts,
+        reconcile_delay_s=settings.reconcile_delay_s,
         quota=settings.quota,
         create_options=options,
         sleep=sleep,

@@ -240,6 +240,7 @@ class EnrollSettings:
     max_retries: int = 3
     request_timeout_s: float = 60.0
     create_attempts: int = 3
+    reconcile_delay_s: float = 15.0
     quota: int = VOICE_QUOTA
     language_hints: tuple[str, ...] | None = None
 
@@ -256,6 +257,8 @@ class EnrollSettings:
         for name in ("ready_timeout_s", "poll_interval_s", "rate_limit_per_s", "request_timeout_s"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"enroll.{name} must be positive")
+        if self.reconcile_delay_s < 0:
+            raise ConfigError("enroll.reconcile_delay_s must be >= 0")
         if self.max_retries < 0 or self.create_attempts < 1 or self.quota < 1:
             raise ConfigError("enroll.max_retries must be >= 0, create_attempts and quota >= 1")
 
@@ -272,7 +275,7 @@ class EnrollSettings:
         for name in ("prefix", "public_base_url", "ledger"):
             if name in data:
                 kw[name] = _typed(data[name], str, f"enroll.{name}", allow_none=True)
-        for name in ("ready_timeout_s", "poll_interval_s", "rate_limit_per_s", "request_timeout_s"):
+        for name in ("ready_timeout_s", "poll_interval_s", "rate_limit_per_s", "request_timeout_s", "reconcile_delay_s"):
             if name in data:
                 kw[name] = _typed(data[name], float, f"enroll.{name}")
         for name in ("max_retries", "create_attempts", "quota"):

@@ -1,0 +1,286 @@
+"""End to end against the local emulator on 127.0.0.1: the client, every upload method, and the CLI."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import soundfile as sf
+from conftest import FIXTURES
+
+from pipeline.cli import main
+from pipeline.service import enroll as enroll_mod
+from pipeline.service.client import EnrollmentClient
+from pipeline.service.errors import ServiceError
+from pipeline.service.ledger import Ledger
+from pipeline.service.settings import EnrollSettings, S3Settings, ServiceSettings
+from pipeline.service.upload import S3Uploader
+
+SPEECH = "speech_librivox_16k.wav"  # 26 s of one reader: passes the service's rules as it is
+MODEL = "cosyvoice-v2"
+
+
+def client_for(emulator: Any, **kw: Any) -> EnrollmentClient:
+    return EnrollmentClient(ServiceSettings.from_env(emulator.env()), **kw)
+
+
+def variant(tmp_path: Path, gain: float, name: str | None = None) -> Path:
+    """The reader at another level: other bytes (another voice), same verdict."""
+    x, sr = sf.read(FIXTURES / SPEECH, dtype="float32")
+    p = tmp_path / (name or f"speech_{int(gain * 100)}.wav")
+    sf.write(p, x * gain, sr, subtype="PCM_16")
+    return p
+
+
+def enroller_for(emulator: Any, tmp_path: Path, settings: dict[str, Any] | None = None, **kw: Any) -> enroll_mod.Enroller:
+    s = EnrollSettings.from_mapping({"target_model": MODEL, "poll_interval_s": 0.05, **(settings or {})})
+    return enroll_mod.make_enroller(s, prefix=kw.pop("prefix", "e2e"), ledger=tmp_path / "ledger.sqlite",
+                                    service=ServiceSettings.from_env(emulator.env()), **kw)
+
+
+def test_client_operations_against_the_emulator(emulator: Any, file_server: Any) -> None:
+    with client_for(emulator) as c:
+        vid = c.create_voice(MODEL, "e2e", file_server.url(SPEECH))
+        assert vid.startswith(f"{MODEL}-e2e-")
+        assert c.wait_until_ready(vid, poll_interval_s=0.05)["status"] == "OK"
+        assert [v["voice_id"] for v in c.list_voices(prefix="e2e")] == [vid]
+        info = c.query_voice(vid)
+        assert (info["resource_link"], info["target_model"]) == (file_server.url(SPEECH), MODEL)
+        c.update_voice(vid, file_server.url(SPEECH) + "?v=2")
+        assert c.wait_until_ready(vid, poll_interval_s=0.05)["status"] == "OK"
+        c.delete_voice(vid)
+        with pytest.raises(ServiceError) as gone:
+            c.query_voice(vid)
+        assert gone.value.code == "BadRequest.ResourceNotExist" and gone.value.request_id
+        with pytest.raises(ServiceError) as silent:
+            c.create_voice(MODEL, "e2e", file_server.url("speech_arctic_slt_16k.wav"))
+        assert silent.value.code.startswith("Audio.") and silent.value.status == 400 and not silent.value.ambiguous
+
+
+def test_wrong_key_is_invalid_api_key(emulator: Any) -> None:
+    env = {**emulator.env(), "DASHSCOPE_API_KEY": "sk-wrong"}
+    with EnrollmentClient(ServiceSettings.from_env(env)) as c, pytest.raises(ServiceError) as info:
+        c.list_voices()
+    assert (info.value.code, info.value.status) == ("InvalidApiKey", 401) and "sk-wrong" not in str(info.value)
+
+
+def test_temporary_storage_upload_and_oss_create(emulator: Any) -> None:
+    with client_for(emulator) as c:
+        url = c.upload_temporary((FIXTURES / SPEECH).read_bytes(), "take.wav")
+        assert url.startswith("oss://")
+        vid = c.create_voice(MODEL, "oss", url)
+        assert c.wait_until_ready(vid, poll_interval_s=0.05)["status"] == "OK"
+        assert c.query_voice(vid)["resource_link"] == url
+
+
+def test_enroll_files_with_dashscope_upload_is_idempotent(emulator: Any, tmp_path: Path) -> None:
+    files = [variant(tmp_path, 0.9), variant(tmp_path, 0.8)]
+    e = enroller_for(emulator, tmp_path)
+    try:
+        results = e.enroll_files(files)
+        again = e.enroll_files(files)
+    finally:
+        enroll_mod.close_enroller(e)
+    assert [(r.status, r.voice_status, r.action) for r in results] == [("ok", "OK", "created")] * 2
+    assert [r.action for r in again] == ["existing"] * 2
+    with client_for(emulator) as c:
+        assert c.count_voices("e2e") == 2
+
+
+@pytest.fixture
+def s3(monkeypatch: pytest.MonkeyPatch) -> Iterator[S3Settings]:
+    from moto.server import ThreadedMotoServer
+
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.delenv("AWS_PROFILE", raising=False)
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    settings = S3Settings(bucket="voices", endpoint_url=f"http://{host}:{port}", region="us-east-1",
+                          addressing_style="path")
+    S3Uploader(settings)._s3.create_bucket(Bucket="voices")
+    yield settings
+    server.stop()
+
+
+def test_s3_upload_with_a_presigned_url(emulator: Any, tmp_path: Path, s3: S3Settings) -> None:
+    uploader = S3Uploader(s3)
+    e = enroller_for(emulator, tmp_path, uploader=uploader)
+    try:
+        (r,) = e.enroll_files([variant(tmp_path, 0.7)])
+    finally:
+        enroll_mod.close_enroller(e)
+    assert (r.status, r.voice_status) == ("ok", "OK")
+    with client_for(emulator) as c:
+        link = c.query_voice(str(r.voice_id))["resource_link"]
+    assert link.startswith(f"{s3.endpoint_url}/voices/voiceprep/{r.audio_sha256}.wav?") and "Signature" in link
+    assert uploader.settings.key_prefix == "voiceprep/"
+
+
+def test_s3_settings_from_pipeline_yaml_build_the_uploader(tmp_path: Path, s3: S3Settings) -> None:
+    settings = EnrollSettings.from_mapping({"upload": "s3", "s3": {
+        "bucket": s3.bucket, "endpoint_url": s3.endpoint_url, "region": "us-east-1", "addressing_style": "path"}})
+    uploader = enroll_mod.make_uploader(settings, None)  # type: ignore[arg-type]
+    url = uploader.upload(b"RIFF0000WAVE", object_name="abc.wav", filename="a.wav").url
+    import httpx
+
+    assert httpx.get(url).content == b"RIFF0000WAVE"
+
+
+def test_public_base_url(emulator: Any, tmp_path: Path, file_server: Any) -> None:
+    e = enroller_for(emulator, tmp_path, {"upload": "public", "public_base_url": file_server.origin})
+    try:
+        (r,) = e.enroll_files([FIXTURES / SPEECH])
+    finally:
+        enroll_mod.close_enroller(e)
+    assert (r.status, r.voice_status) == ("ok", "OK")
+    with client_for(emulator) as c:
+        assert c.query_voice(str(r.voice_id))["resource_link"] == file_server.url(SPEECH)
+
+
+def test_create_timeout_is_reconciled_not_duplicated(emulator: Any, tmp_path: Path) -> None:
+    # The emulator answers create_voice only after 1.5 s; the client gives up after 0.5 s, waits for the
+    # service to finish, and finds the voice through list_voice + query_voice instead of creating again.
+    emulator.configure(faults={"actions": {"create_voice": {"latency_s": 1.5}}})
+    e = enroller_for(emulator, tmp_path, {"request_timeout_s": 0.5, "reconcile_delay_s": 4.0})
+    try:
+        (r,) = e.enroll_files([variant(tmp_path, 0.6)])
+    finally:
+        enroll_mod.close_enroller(e)
+    emulator.configure(faults={})
+    assert (r.status, r.action, r.voice_status) == ("ok", "reconciled", "OK")
+    with client_for(emulator) as c:
+        assert c.count_voices("e2e") == 1
+
+
+def test_dropped_connections_on_create_never_duplicate(emulator: Any, tmp_path: Path) -> None:
+    emulator.configure(faults={"seed": 3, "actions": {"create_voice": {"drop_rate": 0.5}}})
+    files = [variant(tmp_path, g) for g in (0.95, 0.85, 0.75, 0.65)]
+    e = enroller_for(emulator, tmp_path, {"reconcile_delay_s": 0.0, "create_attempts": 6})
+    try:
+        results = e.enroll_files(files)
+    finally:
+        enroll_mod.close_enroller(e)
+    emulator.configure(faults={})
+    assert all(r.status == "ok" for r in results), [r.line() for r in results]
+    with client_for(emulator) as c:
+        assert c.count_voices("e2e") == 4
+
+
+def test_quota_counted_against_the_emulator(emulator: Any, tmp_path: Path, file_server: Any) -> None:
+    emulator.configure(quota=1)
+    with client_for(emulator) as c:
+        c.create_voice(MODEL, "other", file_server.url(SPEECH))
+    e = enroller_for(emulator, tmp_path)
+    try:
+        (r,) = e.enroll_files([variant(tmp_path, 0.5)])
+    finally:
+        enroll_mod.close_enroller(e)
+    assert r.code == "Throttling.AllocationQuota" and "voices delete" in r.hint
+
+
+# --- the CLI ---------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def service_env(emulator: Any, monkeypatch: pytest.MonkeyPatch) -> Any:
+    for k, v in emulator.env().items():
+        monkeypatch.setenv(k, v)
+    for k in ("DASHSCOPE_WORKSPACE", "DASHSCOPE_API_REGION", "DASHSCOPE_BASE_URL"):
+        monkeypatch.delenv(k, raising=False)
+    return emulator
+
+
+def test_cli_enroll_end_to_end(service_env: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    src = tmp_path / "in"
+    src.mkdir()
+    shutil.copy(FIXTURES / SPEECH, src / "reader.wav")
+    shutil.copy(FIXTURES / "speech_arctic_slt_16k.wav", src / "short.wav")
+    out = tmp_path / "out"
+    args = ["enroll", str(src), "--prefix", "cli", "--target-model", MODEL, "--out", str(out), "--jobs", "1"]
+    assert main(args) == 1  # the 3 s clip is refused by the pipeline
+    text = capsys.readouterr().out
+    lines = [json.loads(x) for x in (out / "enroll-report.jsonl").read_text().splitlines()]
+    ok = [x for x in lines if x["status"] == "ok"]
+    assert len(lines) == 2 and len(ok) == 1
+    vid = ok[0]["voice_id"]
+    assert vid.startswith(f"{MODEL}-cli-") and ok[0]["voice_status"] == "OK" and ok[0]["enrollment"]["action"] == "created"
+    assert vid in text and "1 ok, 1 refused" in text
+    assert (out / "voiceprep-ledger.sqlite").is_file()
+
+    assert main(args) == 1
+    capsys.readouterr()
+    again = [json.loads(x) for x in (out / "enroll-report.jsonl").read_text().splitlines()][2:]
+    assert [x["voice_id"] for x in again if x["status"] == "ok"] == [vid]
+    assert next(x for x in again if x["status"] == "ok")["enrollment"]["action"] == "existing"
+
+    assert main(["voices", "list", "--prefix", "cli", "--json"]) == 0
+    listed = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
+    assert [v["voice_id"] for v in listed] == [vid]
+    assert main(["voices", "show", vid, "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["status"] == "OK"
+    ledger = str(out / "voiceprep-ledger.sqlite")
+    assert main(["voices", "delete", vid, "--ledger", ledger]) == 0
+    assert f"{vid}: deleted" in capsys.readouterr().out
+    with Ledger(ledger) as lg:
+        assert lg.by_voice(vid).status == "deleted"  # type: ignore[union-attr]
+    assert main(["voices", "show", vid]) == 1
+    err = capsys.readouterr().err
+    assert "BadRequest.ResourceNotExist" in err and "voices list" in err and len(err.strip().splitlines()) == 1
+
+
+def test_cli_enroll_as_is_and_update(service_env: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    a = variant(tmp_path, 0.9, "a.wav")
+    out = tmp_path / "out"
+    assert main(["enroll", str(a), "--as-is", "--prefix", "asis", "--target-model", MODEL, "--out", str(out),
+                 "--json"]) == 0
+    (line,) = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
+    assert line["output"] == str(a) and line["voice_status"] == "OK"
+    b = variant(tmp_path, 0.8, "b.wav")
+    assert main(["voices", "update", line["voice_id"], str(b), "--wait", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["status"] == "OK"
+
+
+def test_cli_usage_errors(service_env: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                          monkeypatch: pytest.MonkeyPatch) -> None:
+    wav = FIXTURES / SPEECH
+    assert main(["enroll", str(wav), "--prefix", "Bad_Prefix", "--out", str(tmp_path)]) == 2
+    assert "prefix" in capsys.readouterr().err
+    assert main(["enroll", str(wav), "--prefix", "ok", "--target-model", "cosyvoice-v9", "--out", str(tmp_path)]) == 2
+    assert "cosyvoice-v1" in capsys.readouterr().err
+    assert main(["enroll", str(tmp_path / "missing.wav"), "--prefix", "ok"]) == 2
+    cfg = tmp_path / "p.yaml"
+    cfg.write_text("enroll:\n  upload: ftp\n")
+    assert main(["enroll", str(wav), "--prefix", "ok", "--config", str(cfg)]) == 2
+    assert "upload" in capsys.readouterr().err
+    monkeypatch.delenv("DASHSCOPE_API_KEY")
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert main(["voices", "list"]) == 2
+    assert "DASHSCOPE_API_KEY" in capsys.readouterr().err
+    assert main(["voices"]) == 2
+
+
+def test_stage_in_a_pipeline_against_the_emulator(service_env: Any, tmp_path: Path) -> None:
+    from pipeline.audio_io import decode
+    from pipeline.config import parse
+
+    cfg = parse({"run": [{"enroll": {"prefix": "stage", "target_model": MODEL}}],
+                 "enroll": {"poll_interval_s": 0.05, "ledger": str(tmp_path / "l.sqlite")}})
+    enroll_mod.bind_settings(EnrollSettings.from_mapping(cfg.enroll))
+    try:
+        clip = decode(str(FIXTURES / SPEECH))
+        out = cfg.run(clip)
+        assert out.info["enrollment"]["voice_status"] == "OK"
+        assert cfg.run(clip).info["enrollment"]["action"] == "existing"
+    finally:
+        for e in list(enroll_mod._shared.values()):
+            enroll_mod.close_enroller(e)
+        enroll_mod._shared.clear()
+        enroll_mod.bind_settings(None)
+    with Ledger(tmp_path / "l.sqlite") as lg:
+        assert len(lg.rows()) == 1
