@@ -212,6 +212,9 @@ def test_cli_enroll_end_to_end(service_env: Any, tmp_path: Path, capsys: pytest.
     assert vid.startswith(f"{MODEL}-cli-") and ok[0]["voice_status"] == "OK" and ok[0]["enrollment"]["action"] == "created"
     assert vid in text and "1 ok, 1 refused" in text
     assert (out / "voiceprep-ledger.sqlite").is_file()
+    key = service_env.api_key
+    assert key not in text and key not in (out / "enroll-report.jsonl").read_text()
+    assert key.encode() not in (out / "voiceprep-ledger.sqlite").read_bytes()
 
     assert main(args) == 1
     capsys.readouterr()

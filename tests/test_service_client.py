@@ -468,3 +468,20 @@ def test_service_error_pickles_with_its_facts() -> None:
     back = pickle.loads(pickle.dumps(exc))
     assert (back.code, back.status, back.request_id, back.action, back.hint) == (
         exc.code, 400, "r", "create_voice", exc.hint)
+
+
+def test_iter_voices_copes_with_a_capped_page_size() -> None:
+    fake = FakeService()
+    ids = [fake.add_voice("demo", f"https://e/{i}.wav") for i in range(45)]
+    real = fake._list_voice
+
+    def capped(req: httpx.Request) -> httpx.Response:  # a server that serves at most 10 per page
+        import json as _json
+
+        body = _json.loads(req.content)
+        body["input"]["page_size"] = min(body["input"]["page_size"], 10)
+        return real(httpx.Request("POST", req.url, content=_json.dumps(body).encode()))
+
+    fake._list_voice = capped  # type: ignore[method-assign]
+    client, _ = make(fake)
+    assert [v["voice_id"] for v in client.iter_voices(page_size=100)] == ids

@@ -168,16 +168,26 @@ class EnrollmentClient:
         return [v for v in voices if isinstance(v, dict)]
 
     def iter_voices(self, prefix: str | None = None, page_size: int = 100, max_pages: int = 1000) -> Iterator[dict[str, Any]]:
-        """Every voice (with ``prefix``), page after page until an empty or repeated page."""
+        """Every voice (with ``prefix``), page after page until an empty or repeated page.
+
+        The service publishes no maximum page size: a page shorter than asked is either the last one
+        or a capped one, so paging goes on at that size from where it stopped (overlaps are dropped).
+        """
         seen: set[str] = set()
-        for page in range(max_pages):
-            voices = self.list_voices(prefix, page_index=page, page_size=page_size)
-            fresh = [v for v in voices if v.get("voice_id") not in seen]
+        size, page = page_size, 0
+        for _ in range(max_pages):
+            voices = self.list_voices(prefix, page_index=page, page_size=size)
+            fresh = [v for v in voices if str(v.get("voice_id")) not in seen]
             if not fresh:
                 return
             for v in fresh:
                 seen.add(str(v.get("voice_id")))
                 yield v
+            if len(voices) < size:
+                size = len(voices)
+                page = len(seen) // size
+            else:
+                page += 1
 
     def count_voices(self, prefix: str | None = None) -> int:
         return sum(1 for _ in self.iter_voices(prefix))
