@@ -36,19 +36,20 @@ class TokenBucket:
         self._lock = threading.Lock()
 
     def acquire(self) -> float:
-        """Take one token, sleeping until one is available; returns the seconds waited."""
-        waited = 0.0
-        while True:
-            with self._lock:
-                now = self._clock()
-                self._tokens = min(self.burst, self._tokens + (now - self._last) * self.rate_per_s)
-                self._last = now
-                if self._tokens >= 1.0:
-                    self._tokens -= 1.0
-                    return waited
-                delay = (1.0 - self._tokens) / self.rate_per_s
+        """Take one token, sleeping until it is due; returns the seconds waited.
+
+        The token is reserved at once (the bucket may go into debt), so concurrent callers queue in
+        order and each sleeps exactly once: no loop that float rounding could keep spinning.
+        """
+        with self._lock:
+            now = self._clock()
+            self._tokens = min(self.burst, self._tokens + max(now - self._last, 0.0) * self.rate_per_s)
+            self._last = now
+            self._tokens -= 1.0
+            delay = -self._tokens / self.rate_per_s if self._tokens < 0 else 0.0
+        if delay > 0:
             self._sleep(delay)
-            waited += delay
+        return delay
 
 
 @dataclass(frozen=True)
