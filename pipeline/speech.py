@@ -17,6 +17,7 @@ VAD_RATE = 16000
 FRAME = 512  # Silero window at 16 kHz: 32 ms
 FRAME_S = FRAME / VAD_RATE
 WEBRTC_FRAME = 160  # 10 ms at 16 kHz
+DETECT_BLOCK = FRAME * 1875  # 60 s: a whole number of Silero (32 ms) and webrtcvad (10 ms) frames
 
 
 @functools.lru_cache(maxsize=1)
@@ -262,12 +263,22 @@ def detect(
     """Detect speech in mono ``x`` at ``sample_rate``: segments, continuous runs, probabilities."""
     x16 = to_vad_rate(x, sample_rate)
     duration = len(x) / sample_rate
-    probs = silero_probs(x16)
-    if reject_steady:
-        probs = np.where(stationary_frames(x16), np.float32(0.0), probs)
+    probs_parts: list[np.ndarray] = []
+    flags_parts: list[np.ndarray] = []
+    warm = 16 * FRAME  # Silero's recurrent state is primed with 0.5 s before each block
+    for lo in range(0, max(len(x16), 1), DETECT_BLOCK):  # blocks keep temporaries small on long inputs
+        hi = min(lo + DETECT_BLOCK, len(x16))
+        start = max(lo - warm, 0)
+        p = silero_probs(x16[start:hi])[(lo - start) // FRAME :]
+        if reject_steady:
+            p = np.where(stationary_frames(x16[lo:hi]), np.float32(0.0), p)
+        probs_parts.append(p)
+        if refine:
+            flags_parts.append(webrtc_flags(x16[lo:hi], webrtc_mode))
+    probs = np.concatenate(probs_parts) if probs_parts else np.zeros(0, np.float32)
     segs = hysteresis_segments(probs, threshold=threshold, min_speech_s=min_speech_s, min_silence_s=min_silence_s)
     if refine and len(segs):
-        segs = refine_edges(segs, webrtc_flags(x16, webrtc_mode))
+        segs = refine_edges(segs, np.concatenate(flags_parts))
     segs = merge_gaps(np.clip(segs, 0.0, duration), 0.0)
     return SpeechReport(segments=segs, runs=merge_gaps(segs, merge_gap_s), probs=probs, duration_s=duration)
 

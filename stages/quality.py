@@ -156,10 +156,40 @@ def _k_weighting(sample_rate: int) -> np.ndarray:
     return np.stack([biquad("shelf", 1681.97, 0.7072, 3.99984), biquad("highpass", 38.1355, 0.5003, 0.0)])
 
 
-def k_weighted(x: np.ndarray, sample_rate: int) -> np.ndarray:
-    from scipy import signal
+def _sos_response(sos: np.ndarray, freqs_hz: np.ndarray, sample_rate: int) -> np.ndarray:
+    """Complex frequency response of second-order sections ``[b0 b1 b2 a0 a1 a2]`` (numpy only)."""
+    z = np.exp(-1j * 2 * np.pi * freqs_hz / sample_rate)
+    h = np.ones_like(z)
+    for b0, b1, b2, a0, a1, a2 in sos:
+        h *= (b0 + b1 * z + b2 * z * z) / (a0 + a1 * z + a2 * z * z)
+    return h
 
-    return np.asarray(signal.sosfilt(_k_weighting(sample_rate), x))
+
+@functools.lru_cache(maxsize=64)
+def _fast_len(n: int) -> int:
+    """Smallest 2^a 3^b 5^c >= n: FFT sizes that pocketfft handles fastest."""
+    best = 1 << max(int(np.ceil(np.log2(max(n, 2)))), 1)
+    p5 = 1
+    while p5 < best:
+        p35 = p5
+        while p35 < best:
+            p = p35
+            while p < n:
+                p *= 2
+            best = min(best, p)
+            p35 *= 3
+        p5 *= 5
+    return best
+
+
+def k_weighted(x: np.ndarray, sample_rate: int) -> np.ndarray:
+    """K-weighted signal, filtered in the frequency domain (numpy FFT; no scipy import on the
+    `check` path). Half a second of zero padding holds the filters' decaying response."""
+    x = np.asarray(x, dtype=np.float64)
+    n = len(x) + sample_rate // 2
+    n_fft = _fast_len(n)
+    h = _sos_response(_k_weighting(sample_rate), np.fft.rfftfreq(n_fft, 1 / sample_rate), sample_rate)
+    return np.fft.irfft(np.fft.rfft(x, n_fft) * h, n_fft)[: len(x)]
 
 
 def short_term_loudness(
@@ -319,16 +349,14 @@ def mfcc(x16: np.ndarray, *, n_mfcc: int = 13, n_mels: int = 26, fmax: float = 4
     The mel bank stops at ``fmax`` (4 kHz by default) so that narrowband and wideband
     recordings of one voice give the same coefficients.
     """
-    from scipy.fft import dct, rfft
-
     fr = frames_of(np.asarray(x16, dtype=np.float32), 400, 160)
     if len(fr) == 0:
         return np.zeros((0, n_mfcc))
     bank = _mel_bank(ANALYSIS_RATE, 512, n_mels, 60.0, fmax)
     top = int(np.flatnonzero(bank.any(axis=0))[-1]) + 1
-    spec = np.abs(rfft(fr * np.hanning(400).astype(np.float32), n=512, axis=1)[:, :top]) ** 2
+    spec = np.abs(np.fft.rfft(fr * np.hanning(400).astype(np.float32), n=512, axis=1)[:, :top]) ** 2
     mel = spec @ bank[:, :top].T.astype(np.float32)
-    return np.asarray(dct(np.log(mel + 1e-10), type=2, axis=1, norm="ortho")[:, :n_mfcc], dtype=np.float64)
+    return np.asarray(np.log(mel + 1e-10) @ _dct_matrix(mel.shape[1])[:, :n_mfcc], dtype=np.float64)
 
 
 MFCC_HOP_S = 0.01
@@ -344,6 +372,30 @@ def _runs(b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 MUSIC_HOP = 256
 
 
+@functools.lru_cache(maxsize=4)
+def _dct_matrix(n: int) -> np.ndarray:
+    """Orthonormal DCT-II as a matrix: ``x @ M`` equals scipy's ``dct(x, norm="ortho")``."""
+    k = np.arange(n)[np.newaxis, :]
+    m = np.cos(np.pi * (np.arange(n)[:, np.newaxis] + 0.5) * k / n) * np.sqrt(2.0 / n)
+    m[:, 0] /= np.sqrt(2.0)
+    return m
+
+
+def _moving_mean_rows(a: np.ndarray, size: int) -> np.ndarray:
+    """Centred moving mean along axis 1, edges repeated (scipy's uniform_filter1d, mode="nearest")."""
+    half = size // 2
+    padded = np.pad(a.astype(np.float64), ((0, 0), (half, size - 1 - half)), mode="edge")
+    c = np.concatenate([np.zeros((a.shape[0], 1)), np.cumsum(padded, axis=1)], axis=1)
+    return (c[:, size:] - c[:, :-size]) / size
+
+
+def _moving_max_rows(a: np.ndarray, size: int) -> np.ndarray:
+    """Centred moving maximum along axis 1, edges repeated (scipy's maximum_filter1d, mode="nearest")."""
+    half = size // 2
+    padded = np.pad(a, ((0, 0), (half, size - 1 - half)), mode="edge")
+    return np.max(np.lib.stride_tricks.sliding_window_view(padded, size, axis=1), axis=2)
+
+
 def held_tones(
     x16: np.ndarray, *, select: np.ndarray | None = None, min_hold_s: float = 0.3, prominence_db: float = 8.0
 ) -> np.ndarray:
@@ -354,21 +406,18 @@ def held_tones(
     ``select`` (a boolean mask over frames) only those frames are analysed (a held tone must lie
     within consecutive selected frames); the rows returned are theirs.
     """
-    from scipy.fft import rfft
-    from scipy.ndimage import maximum_filter1d, uniform_filter1d
-
     n_fft, hop = 1024, MUSIC_HOP
     fr = frames_of(np.asarray(x16, dtype=np.float32), n_fft, hop)
     idx = np.arange(len(fr)) if select is None else np.flatnonzero(select[: len(fr)])
     lo, hi = int(400 * n_fft / ANALYSIS_RATE), int(4000 * n_fft / ANALYSIS_RATE)
     if len(idx) < 3:
         return np.zeros((len(idx), hi - lo), dtype=bool)
-    db = power_db(np.abs(rfft(fr[idx] * np.hanning(n_fft).astype(np.float32), axis=1)[:, lo - 9 : hi + 9]) ** 2)
-    base = uniform_filter1d(db, 17, axis=1, mode="nearest")[:, 9:-9]
+    db = power_db(np.abs(np.fft.rfft(fr[idx] * np.hanning(n_fft).astype(np.float32), axis=1)[:, lo - 9 : hi + 9]) ** 2)
+    base = _moving_mean_rows(db, 17)[:, 9:-9]
     core = db[:, 9:-9]
-    peak = (core >= maximum_filter1d(db, 3, axis=1)[:, 9:-9]) & (core - base >= prominence_db)
+    peak = (core >= _moving_max_rows(db, 3)[:, 9:-9]) & (core - base >= prominence_db)
     peak &= core > np.max(core, axis=1, keepdims=True) - 50.0
-    tonal = maximum_filter1d(peak.astype(np.uint8), 3, axis=1).astype(bool)
+    tonal = _moving_max_rows(peak.astype(np.uint8), 3).astype(bool)
     tonal[np.flatnonzero(np.diff(idx) > 1) + 1] = False  # a gap in the selection breaks every run
     need = int(round(min_hold_s * ANALYSIS_RATE / hop))
     flat = np.concatenate([tonal, np.zeros((1, tonal.shape[1]), dtype=bool)]).T.reshape(-1)
@@ -556,8 +605,11 @@ class Quality:
             raise ValueError("min_bandwidth_hz must be positive and max_dc_offset >= 0")
 
     def segments(self, clip: Clip) -> np.ndarray:
-        """Speech segments of channel 0: from ``validate``'s metrics when present, else detected."""
+        """Speech segments of channel 0: from ``validate``'s metrics or the ``window`` stage when
+        present, else detected."""
         known = dict(clip.info.get("metrics", {})).get("segments")
+        if known is None:
+            known = clip.info.get("speech_segments")  # the window stage's, in this clip's time line
         if known is not None:
             return as_segments(known)
         from pipeline import speech

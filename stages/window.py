@@ -185,6 +185,10 @@ class Window:
     pause_to_s: float = option(0.5, "length long pauses are shortened to (seconds)")
     crossfade_s: float = option(0.01, "crossfade at each shortened pause (seconds)")
     steadiness_weight: float = option(0.3, "score penalty per dB of level spread between segments")
+    quality_weight: float = option(
+        1.0, "among near-best windows, score penalty per unit of quality shortfall (noise, music, voices)"
+    )
+    quality_candidates: int = option(6, "how many near-best windows get the quality measure (0 = off)")
     vad_threshold: float = option(0.5, "Silero speech probability that starts a speech segment (0-1)")
 
     def __post_init__(self) -> None:
@@ -196,10 +200,35 @@ class Window:
             raise ValueError("pause_to_s must be positive and at most max_pause_s")
         if not 0 < self.crossfade_s < self.pause_to_s / 2:
             raise ValueError("crossfade_s must be positive and under half of pause_to_s")
+        if self.quality_weight < 0 or self.quality_candidates < 0:
+            raise ValueError("quality_weight and quality_candidates must be >= 0")
 
     def score(self, c: Candidate) -> float:
         qualifies = c.speech_s >= self.min_speech_s and c.longest_run_s > self.min_run_s
         return (1000.0 if qualifies else 0.0) + c.speech_s - self.steadiness_weight * c.spread_db - 0.5 * c.shortened
+
+    def rerank(self, x: np.ndarray, rate: int, found: list[Candidate], segments: np.ndarray) -> Candidate | None:
+        """The best candidate once the few near-best ones are also judged on quality (SNR, level
+        spread, clipping, music in the pauses, a second voice): the cleanest part wins a near tie."""
+        if not found:
+            return None
+        ranked = sorted(found, key=self.score, reverse=True)
+        top = self.score(ranked[0])
+        near = [c for c in ranked if self.score(c) >= top - 2.0][: self.quality_candidates]
+        if len(near) < 2 or self.quality_weight == 0:
+            return ranked[0]
+        from pipeline.speech import VAD_RATE, to_vad_rate
+        from stages.quality import window_quality_penalty
+
+        x16 = to_vad_rate(x, rate)  # once, not once per candidate
+
+        def judged(c: Candidate) -> float:
+            a, b = c.pieces[0][0], c.pieces[-1][1]
+            inside = [[max(s, a) - a, min(e, b) - a] for s, e in segments if e > a and s < b]
+            pen = window_quality_penalty(x16[int(a * VAD_RATE) : int(b * VAD_RATE)], VAD_RATE, inside)
+            return self.score(c) - self.quality_weight * pen
+
+        return max(near, key=judged)
 
     def choose(self, x: np.ndarray, rate: int, segments: np.ndarray) -> Candidate | None:
         duration = len(x) / rate
@@ -213,10 +242,10 @@ class Window:
             "edge_s": self.edge_s,
         }
         plain = candidates(segs, levels, duration, shorten_to_s=None, **kw)
-        best = max(plain, key=self.score, default=None)
+        best = self.rerank(x, rate, plain, segs)
         if (best is None or self.score(best) < 1000.0) and self.shorten_pauses:
             short = candidates(segs, levels, duration, shorten_to_s=self.pause_to_s, **kw)
-            alt = max(short, key=self.score, default=None)
+            alt = self.rerank(x, rate, short, segs)
             if alt is not None and (best is None or self.score(alt) > self.score(best)):
                 best = alt
         if best is None and len(segs):  # too little speech for min_s: take it all, validate refuses
