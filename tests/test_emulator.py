@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import ipaddress
 import json
 import re
 import subprocess
@@ -339,6 +340,18 @@ def test_undeploy_codes_turn_refusals_into_undeployed(api: Api, emulator: Any, f
     assert api.wait(vid) == "UNDEPLOYED"
 
 
+_LOOPBACK4 = ipaddress.ip_network("127.0.0.0/8")
+# Addresses at the edges of the loopback block (one below, one above), the unspecified
+# addresses and the IPv6 address next to ::1: off-by-one mistakes in the guard would show here.
+OUTSIDE_LOOPBACK = (
+    str(_LOOPBACK4.network_address - 1),
+    str(_LOOPBACK4.broadcast_address + 1),
+    str(ipaddress.IPv6Address(2)),
+    str(ipaddress.IPv4Address(0)),
+    str(ipaddress.IPv6Address(0)),
+)
+
+
 def test_fetch_is_loopback_only(api: Api, emulator: Any, file_server: Any) -> None:
     calls: list[str] = []
     real_get = emulator.emulator._get
@@ -348,8 +361,11 @@ def test_fetch_is_loopback_only(api: Api, emulator: Any, file_server: Any) -> No
         return await real_get(url, target, limit)
 
     emulator.emulator._get = spy
-    for url in ("http://example.com/a.wav", "https://10.0.0.1/a.wav", "http://192.168.1.1:8080/a.wav",
-                "http://[2001:db8::1]/a.wav", "http://localhost.evil.example/a.wav"):
+    # Names under .invalid (RFC 6761) can never resolve, and the IP hosts sit just outside the
+    # loopback block, so even a broken guard would send nothing anywhere.
+    for url in ("http://voices.invalid/a.wav", f"https://{OUTSIDE_LOOPBACK[0]}/a.wav",
+                f"http://{OUTSIDE_LOOPBACK[1]}:8080/a.wav", f"http://[{OUTSIDE_LOOPBACK[2]}]/a.wav",
+                "http://localhost.evil.invalid/a.wav"):
         assert_error(api.create(url), 400, "BadRequest.InputDownloadFailed")
     assert calls == []
     localhost = file_server.url("speech_librivox_16k.wav").replace("127.0.0.1", "localhost")
@@ -365,7 +381,7 @@ def test_redirect_off_loopback_is_refused(api: Api) -> None:
     class Redirect(http.server.BaseHTTPRequestHandler):
         def do_GET(self) -> None:
             self.send_response(302)
-            self.send_header("Location", "http://example.com/a.wav")
+            self.send_header("Location", "http://voices.invalid/a.wav")
             self.end_headers()
 
         def log_message(self, *args: object) -> None:
@@ -383,12 +399,12 @@ def test_redirect_off_loopback_is_refused(api: Api) -> None:
 def test_loopback_rules() -> None:
     for host in ("127.0.0.1", "127.3.4.5", "::1", "[::1]", "localhost", "LOCALHOST"):
         assert is_loopback_host(host)
-    for host in ("example.com", "10.0.0.1", "0.0.0.0", "localhost.example", "169.254.169.254", "::"):
+    for host in ("voices.invalid", "localhost.invalid", *OUTSIDE_LOOPBACK):
         assert not is_loopback_host(host)
     resolver = LoopbackResolver()
     assert asyncio.run(resolver.resolve("localhost", 80))[0]["host"] == "127.0.0.1"
     with pytest.raises(OSError):
-        asyncio.run(resolver.resolve("example.com", 80))
+        asyncio.run(resolver.resolve("voices.invalid", 80))
 
 
 def test_status_for_codes() -> None:
