@@ -53,10 +53,10 @@ def to_vad_rate(x: np.ndarray, sample_rate: int) -> np.ndarray:
     return x
 
 
-def silero_probs(x16: np.ndarray, *, chunk_frames: int = 250, warmup_frames: int = 16) -> np.ndarray:
+def silero_probs(x16: np.ndarray, *, chunk_frames: int = 125, warmup_frames: int = 16) -> np.ndarray:
     """Speech probability per 32 ms frame of mono 16 kHz audio (a partial last frame is zero-padded).
 
-    The signal is cut into chunks of ``chunk_frames`` (8 s) that run as one batch through the
+    The signal is cut into chunks of ``chunk_frames`` (4 s) that run as one batch through the
     recurrent model, each primed with ``warmup_frames`` (0.5 s) of the audio before it: about
     2.5x faster than frame by frame on one core, with the same decisions away from the seams.
     """

@@ -92,6 +92,32 @@ def test_dc_offset_is_measured():
 # ---------------------------------------------------------------- loudness
 
 
+@pytest.mark.parametrize("name", ["speech_librivox_16k.wav", "speech_north_wind_44k.wav", "meeting_ami_trn05_16k.flac"])
+def test_short_term_loudness_matches_time_domain_k_filter(name: str):
+    """The block-spectrum short-term loudness agrees with BS.1770 K-filtering in the time domain
+    (pyloudnorm's filters, applied with scipy) on real recordings, window by window."""
+    import pyloudnorm
+    import soundfile as sf
+    from scipy.signal import lfilter
+
+    x, sr = sf.read(qs.FIXTURES / name, dtype="float64", always_2d=True)
+    x = x[:, 0]
+    meter = pyloudnorm.Meter(sr)
+    y = x
+    for f in meter._filters.values():
+        y = lfilter(f.b, f.a, y)
+    hop, win = int(0.25 * sr), sr
+    c = np.concatenate(([0.0], np.cumsum(y * y)))
+    starts = np.arange(0, len(y) - win + 1, hop)
+    ref = -0.691 + 10 * np.log10(np.maximum((c[starts + win] - c[starts]) / win, 1e-20))
+    got, hop_s = q.short_term_loudness(x, sr)
+    assert hop_s == pytest.approx(0.25, abs=1 / sr)
+    assert len(got) == len(ref)
+    loud = ref > -60
+    assert loud.sum() >= 2
+    assert np.abs(got[loud] - ref[loud]).max() < 0.25
+
+
 def test_level_ramp_widens_loudness_spread():
     x, segs = _lib()
     clean = q.loudness_spread(x, R, segs)
