@@ -50,6 +50,19 @@ def available() -> dict[str, type[Any]]:
 
 
 def get(name: str) -> type[Any]:
+    """The stage class registered as ``name``. By convention the stage lives in ``stages/<name>.py``,
+    so only that module is imported (a short `check` chain does not import every stage); any
+    other name loads the whole package, for plug-ins and for the list of valid choices."""
+    if name in _REGISTRY:
+        return _REGISTRY[name]
+    if name.isidentifier() and not name.startswith("_"):
+        try:
+            importlib.import_module(f"stages.{name}")
+        except ModuleNotFoundError as exc:
+            if exc.name != f"stages.{name}":
+                raise
+        if name in _REGISTRY:
+            return _REGISTRY[name]
     stages_ = available()
     if name not in stages_:
         raise ConfigError(f"unknown stage {name!r}; valid stages: {', '.join(stages_)}")

@@ -231,7 +231,10 @@ def loudness_spread(
 LOW_RATE = 1000  # hum and rumble live under 400 Hz: measured on a 1 kHz copy
 
 
-def low_spectrum(x: np.ndarray, sample_rate: int, *, top_hz: float = 400.0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+Spectrum = tuple[np.ndarray, np.ndarray, np.ndarray]
+
+
+def low_spectrum(x: np.ndarray, sample_rate: int, *, top_hz: float = 400.0) -> Spectrum:
     """Frequencies (1 Hz apart) up to ``top_hz``, and per bin the 20th percentile and the mean of
     the power spectra of 1 s Hann segments (half overlapping), DC removed."""
     y = to_rate(x - np.mean(x), sample_rate, LOW_RATE) if len(x) else x
@@ -245,7 +248,9 @@ def low_spectrum(x: np.ndarray, sample_rate: int, *, top_hz: float = 400.0) -> t
     return np.arange(top, dtype=np.float64), np.percentile(spec, 20, axis=0) * norm, np.mean(spec, axis=0) * norm
 
 
-def hum(x: np.ndarray, sample_rate: int, *, harmonics: int = 6) -> tuple[float | None, float, float]:
+def hum(
+    x: np.ndarray, sample_rate: int, *, harmonics: int = 6, spectrum: Spectrum | None = None
+) -> tuple[float | None, float, float]:
     """Mains hum: ``(frequency, prominence_db, level_db)``.
 
     Spectra of 1 s segments (1 Hz bins) are reduced to their 20th percentile per bin, which
@@ -253,8 +258,9 @@ def hum(x: np.ndarray, sample_rate: int, *, harmonics: int = 6) -> tuple[float |
     Prominence is the excess (dB) of the 50 or 60 Hz line over the spectrum 4-12 Hz around it
     (speech has almost nothing that low); ``level_db`` is the power of that line and its first
     ``harmonics`` multiples relative to the whole signal. Frequency is None under 6 dB.
+    ``spectrum`` is ``low_spectrum(x, sample_rate)`` when the caller already has it.
     """
-    f, pxx, _ = low_spectrum(x, sample_rate)
+    f, pxx, _ = spectrum if spectrum is not None else low_spectrum(x, sample_rate)
     if len(f) == 0:
         return None, 0.0, -120.0
     df = 1.0
@@ -280,9 +286,9 @@ def hum(x: np.ndarray, sample_rate: int, *, harmonics: int = 6) -> tuple[float |
     return best
 
 
-def rumble_db(x: np.ndarray, sample_rate: int, *, below_hz: float = 60.0) -> float:
+def rumble_db(x: np.ndarray, sample_rate: int, *, below_hz: float = 60.0, spectrum: Spectrum | None = None) -> float:
     """Power under ``below_hz`` (wind, handling, traffic) relative to the whole signal, dB."""
-    f, _, mean = low_spectrum(x, sample_rate)
+    f, _, mean = spectrum if spectrum is not None else low_spectrum(x, sample_rate)
     if len(f) == 0:
         return -120.0
     band = (f >= 10.0) & (f < below_hz)
@@ -507,7 +513,8 @@ def measure(x: np.ndarray, sample_rate: int, segments: Any) -> dict[str, Any]:
     snr, method = snr_estimate(x16, ANALYSIS_RATE, segs)
     ratio, run = clipping(x)
     spread, trend = loudness_spread(x16, ANALYSIS_RATE, segs)
-    hum_hz, hum_prom, hum_level = hum(x16, ANALYSIS_RATE)
+    low = low_spectrum(x16, ANALYSIS_RATE)
+    hum_hz, hum_prom, hum_level = hum(x16, ANALYSIS_RATE, spectrum=low)
     music = music_share(x16, segs)
     return {
         "snr_db": round(snr, 1),
@@ -520,7 +527,7 @@ def measure(x: np.ndarray, sample_rate: int, segments: Any) -> dict[str, Any]:
         "hum_hz": hum_hz,
         "hum_prominence_db": round(hum_prom, 1),
         "hum_db": round(hum_level, 1),
-        "rumble_db": round(rumble_db(x16, ANALYSIS_RATE), 1),
+        "rumble_db": round(rumble_db(x16, ANALYSIS_RATE, spectrum=low), 1),
         "bandwidth_hz": round(effective_bandwidth(x, sample_rate, segs)),
         "music_share": None if music is None else round(music, 3),
         "speaker_change": round(speaker_change(x16, segs), 3),
