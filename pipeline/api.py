@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
+from .clip import Clip
 from .config import Config, load
 from .errors import PipelineError
 from .verdict import Verdict
 
 ANALYSIS_RATE = 16000
+STREAM_CHECK_S = 120.0  # longer inputs are judged in blocks, never held whole (seconds)
 
 
 def check(path: str | os.PathLike[str], config: Config | None = None) -> Verdict:
@@ -25,7 +29,10 @@ def check(path: str | os.PathLike[str], config: Config | None = None) -> Verdict
     try:
         info = audio_io.probe(p)
         rate = ANALYSIS_RATE if info.sample_rate > ANALYSIS_RATE else None
-        clip = audio_io.decode(info, rate=rate, first_channel=True)
+        if info.duration_s > STREAM_CHECK_S:
+            clip = _streamed_clip(info, rate, cfg)
+        else:
+            clip = audio_io.decode(info, rate=rate, first_channel=True)
         out = cfg.check(clip)
     except PipelineError as exc:
         return Verdict(
@@ -42,6 +49,62 @@ def check(path: str | os.PathLike[str], config: Config | None = None) -> Verdict
         ok=True,
         metrics=dict(out.info.get("metrics", {})),
         warnings=[w.as_dict() for w in out.warnings],
+    )
+
+
+def _streamed_clip(info: Any, rate: int | None, cfg: Config) -> Any:
+    """The first channel of a long input, decoded in blocks: speech is detected over the whole
+    file as the blocks pass (with the `validate` stage's settings), the peak is tracked, and
+    only the first ``STREAM_CHECK_S`` seconds are kept as the clip's samples. ``validate`` reads
+    the whole-file measures from ``info`` (``speech_report``, ``peak``), so memory stays flat
+    however long the recording is. Any other check stage sees the first two minutes (a file
+    that long already fails the service's 60 s limit before speech is judged).
+    """
+    import dataclasses
+
+    import numpy as np
+
+    from . import audio_io, speech
+
+    settings = next((st for st in cfg.check.stages if getattr(st, "name", "") == "validate"), None)
+    threshold = float(getattr(settings, "vad_threshold", 0.5))
+    merge_gap = float(getattr(settings, "merge_gap_s", 0.5))
+    out_rate = rate or info.sample_rate
+    keep = int(STREAM_CHECK_S * out_rate)
+    head: list[np.ndarray] = []
+    held = 0
+    peak = 0.0
+    seen = 0
+
+    def blocks() -> Iterator[np.ndarray]:
+        nonlocal held, peak, seen
+        for block in audio_io.iter_blocks(info, rate=rate, first_channel=True):
+            x = np.nan_to_num(block[0], nan=0.0, posinf=1.0, neginf=-1.0)
+            if held < keep:
+                head.append(x[: keep - held].copy())
+                held += len(head[-1])
+            if len(x):
+                peak = max(peak, float(np.max(np.abs(x))))
+            seen += len(x)
+            yield x if out_rate == speech.VAD_RATE else speech.to_vad_rate(x, out_rate)
+
+    report = speech.detect_stream(blocks(), threshold=threshold, merge_gap_s=merge_gap)
+    got = seen / out_rate
+    if seen == 0:
+        raise audio_io.decoder_error(info.path, "no audio could be decoded from the file", "export the recording again")
+    if info.duration_s > 1.0 and got < 0.5 * info.duration_s:
+        raise audio_io.decoder_error(
+            info.path,
+            f"truncated: the header declares {info.duration_s:.1f} s but only {got:.1f} s decode",
+            "the file was cut off while copying or recording; export it again",
+        )
+    report = dataclasses.replace(report, duration_s=got)
+    source = dataclasses.replace(info, duration_s=got)
+    return Clip(
+        samples=np.concatenate(head)[np.newaxis, :],
+        sample_rate=out_rate,
+        source=source,
+        info={"speech_report": report, "peak": peak},
     )
 
 

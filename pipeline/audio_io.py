@@ -87,7 +87,7 @@ def sniff(head: bytes) -> str:
     return "unknown"
 
 
-def _decoder_error(path: str, message: str, hint: str | None = None) -> PipelineError:
+def decoder_error(path: str, message: str, hint: str | None = None) -> PipelineError:
     return service_error("Audio.DecoderError", message, hint=hint, source=path)
 
 
@@ -97,11 +97,11 @@ def _read_head(path: str) -> tuple[bytes, int]:
         with open(path, "rb") as fh:
             head = fh.read(64)
     except IsADirectoryError:
-        raise _decoder_error(path, "is a directory, not an audio file") from None
+        raise decoder_error(path, "is a directory, not an audio file") from None
     except OSError as exc:
-        raise _decoder_error(path, f"cannot open: {exc.strerror}", "check the path and its permissions") from None
+        raise decoder_error(path, f"cannot open: {exc.strerror}", "check the path and its permissions") from None
     if size == 0:
-        raise _decoder_error(path, "the file is empty (0 bytes)", "export or copy the recording again")
+        raise decoder_error(path, "the file is empty (0 bytes)", "export or copy the recording again")
     return head, size
 
 
@@ -161,7 +161,7 @@ def _probe_av(path: str, size: int) -> SourceInfo:
     try:
         with av.open(path) as container:
             if not container.streams.audio:
-                raise _decoder_error(
+                raise decoder_error(
                     path, "no audio track found", "is this a video without sound, or not a media file?"
                 )
             stream = container.streams.audio[0]
@@ -182,9 +182,9 @@ def _probe_av(path: str, size: int) -> SourceInfo:
     except PipelineError:
         raise
     except (av.FFmpegError, ValueError, OSError, UnicodeDecodeError) as exc:
-        raise _decoder_error(path, f"not a readable audio file ({_short(exc)})") from None
+        raise decoder_error(path, f"not a readable audio file ({_short(exc)})") from None
     if rate <= 0 or channels <= 0:
-        raise _decoder_error(path, "the audio track has no sample rate or channels")
+        raise decoder_error(path, "the audio track has no sample rate or channels")
     return SourceInfo(
         path=path,
         container=_AV_CONTAINERS.get(fmt, fmt.split(",")[0]),
@@ -213,7 +213,7 @@ def probe(path: str | os.PathLike[str]) -> SourceInfo:
             cut = _wav_truncation(p, size) if kind == "wav" else None
             if cut is not None and cut[1] < 0.99 * cut[0]:
                 ratio = cut[0] / max(cut[1], 1.0)
-                raise _decoder_error(
+                raise decoder_error(
                     p,
                     f"truncated: the header declares {info.duration_s * ratio:.1f} s of audio, "
                     f"the file holds {info.duration_s:.1f} s",
@@ -351,7 +351,7 @@ def _guard(path: str, blocks: Iterator[np.ndarray]) -> Iterator[np.ndarray]:
     try:
         yield from blocks
     except (sf.LibsndfileError, RuntimeError, ValueError, EOFError, *av_errors) as exc:
-        raise _decoder_error(path, f"decoding failed ({_short(exc)})") from None
+        raise decoder_error(path, f"decoding failed ({_short(exc)})") from None
 
 
 def decode(
@@ -383,12 +383,12 @@ def decode(
         buf[:, n : n + k] = block
         n += k
     if n == 0:
-        raise _decoder_error(info.path, "no audio could be decoded from the file", "export the recording again")
+        raise decoder_error(info.path, "no audio could be decoded from the file", "export the recording again")
     samples = buf[:, :n] if n == buf.shape[1] else buf[:, :n].copy()
     declared = info.duration_s - start_s if end_s is None else None
     got = n / out_rate
     if declared is not None and declared > 1.0 and got < 0.5 * declared:
-        raise _decoder_error(
+        raise decoder_error(
             info.path,
             f"truncated: the header declares {declared:.1f} s but only {got:.1f} s decode",
             "the file was cut off while copying or recording; export it again",

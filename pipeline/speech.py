@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import numpy as np
@@ -283,19 +284,69 @@ def detect(
 ) -> SpeechReport:
     """Detect speech in mono ``x`` at ``sample_rate``: segments, continuous runs, probabilities."""
     x16 = to_vad_rate(x, sample_rate)
-    duration = len(x) / sample_rate
+    return detect_stream(
+        (x16[lo : lo + DETECT_BLOCK] for lo in range(0, len(x16), DETECT_BLOCK)),
+        threshold=threshold,
+        min_speech_s=min_speech_s,
+        min_silence_s=min_silence_s,
+        merge_gap_s=merge_gap_s,
+        refine=refine,
+        webrtc_mode=webrtc_mode,
+        reject_steady=reject_steady,
+        duration_s=len(x) / sample_rate,
+    )
+
+
+def _reblock(blocks: Iterable[np.ndarray], size: int) -> Iterator[np.ndarray]:
+    """Consecutive pieces of any length regrouped into blocks of exactly ``size`` (the last may be short)."""
+    pending: list[np.ndarray] = []
+    have = 0
+    for piece in blocks:
+        piece = np.asarray(piece, dtype=np.float32).reshape(-1)
+        while len(piece):
+            take = min(size - have, len(piece))
+            pending.append(piece[:take])
+            have += take
+            piece = piece[take:]
+            if have == size:
+                yield np.concatenate(pending) if len(pending) > 1 else pending[0]
+                pending, have = [], 0
+    if have:
+        yield np.concatenate(pending)
+
+
+def detect_stream(
+    blocks: Iterable[np.ndarray],
+    *,
+    threshold: float = 0.5,
+    min_speech_s: float = 0.25,
+    min_silence_s: float = 0.1,
+    merge_gap_s: float = 0.5,
+    refine: bool = True,
+    webrtc_mode: int = 2,
+    reject_steady: bool = True,
+    duration_s: float | None = None,
+) -> SpeechReport:
+    """``detect`` over consecutive mono 16 kHz pieces (any lengths) without holding the signal:
+    memory is one 60 s block plus 0.5 s of it carried to prime Silero's state for the next.
+
+    ``duration_s`` defaults to the samples seen.
+    """
+    warm = 16 * FRAME  # Silero's recurrent state is primed with 0.5 s before each block
     probs_parts: list[np.ndarray] = []
     flags_parts: list[np.ndarray] = []
-    warm = 16 * FRAME  # Silero's recurrent state is primed with 0.5 s before each block
-    for lo in range(0, max(len(x16), 1), DETECT_BLOCK):  # blocks keep temporaries small on long inputs
-        hi = min(lo + DETECT_BLOCK, len(x16))
-        start = max(lo - warm, 0)
-        p = silero_probs(x16[start:hi])[(lo - start) // FRAME :]
+    tail = np.zeros(0, dtype=np.float32)
+    seen = 0
+    for block in _reblock(blocks, DETECT_BLOCK):
+        p = silero_probs(np.concatenate([tail, block]))[len(tail) // FRAME :]
         if reject_steady:
-            p = np.where(stationary_frames(x16[lo:hi]), np.float32(0.0), p)
+            p = np.where(stationary_frames(block), np.float32(0.0), p)
         probs_parts.append(p)
         if refine:
-            flags_parts.append(webrtc_flags(x16[lo:hi], webrtc_mode))
+            flags_parts.append(webrtc_flags(block, webrtc_mode))
+        tail = block[-warm:].copy() if len(block) >= warm else block.copy()
+        seen += len(block)
+    duration = seen / VAD_RATE if duration_s is None else duration_s
     probs = np.concatenate(probs_parts) if probs_parts else np.zeros(0, np.float32)
     segs = hysteresis_segments(probs, threshold=threshold, min_speech_s=min_speech_s, min_silence_s=min_silence_s)
     if refine and len(segs):

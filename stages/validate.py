@@ -121,10 +121,15 @@ class Validate:
         from pipeline import speech
 
         src = clip.source
-        report = speech.detect(
-            clip.samples[0], clip.sample_rate, threshold=self.vad_threshold, merge_gap_s=self.merge_gap_s
-        )
-        peak = float(np.max(np.abs(clip.samples[0]))) if clip.frames else 0.0
+        streamed = clip.info.get("speech_report")
+        if isinstance(streamed, speech.SpeechReport):  # a long input measured in blocks (pipeline.api)
+            report = streamed
+            peak = float(clip.info.get("peak", 0.0))
+        else:
+            report = speech.detect(
+                clip.samples[0], clip.sample_rate, threshold=self.vad_threshold, merge_gap_s=self.merge_gap_s
+            )
+            peak = float(np.max(np.abs(clip.samples[0]))) if clip.frames else 0.0
         metrics: dict[str, Any] = {
             "container": src.container,
             "codec": src.codec,

@@ -126,3 +126,36 @@ def test_verdict_line_and_dict(tmp_path: Path):
 def test_validate_options_are_checked():
     with pytest.raises(Exception, match="min_run_s"):
         build("validate", {"min_run_s": 20.0})
+
+
+def test_long_input_is_judged_in_blocks_with_the_same_measures(tmp_path: Path, speech, monkeypatch):
+    """Over STREAM_CHECK_S the first channel is streamed through detection in blocks (60 s
+    each): the verdict and every speech measure match decoding the whole file at once."""
+    import pipeline.api as api
+
+    x, sr = speech
+    room, _ = load("noise_room_ami_16k.flac")
+    parts = [x[0], room[0][: 3 * sr] * 0.5, 0.6 * x[0], room[0][: 2 * sr] * 0.5, x[0], x[0][: 20 * sr]]
+    y = soxr.resample(np.concatenate(parts).astype(np.float32), sr, 22050)  # under 10 MB as stereo
+    path = _wav(tmp_path / "long22.wav", np.stack([y, np.zeros_like(y)]), 22050)  # voice on channel 1 only
+    whole = check(path)
+    monkeypatch.setattr(api, "STREAM_CHECK_S", 30.0)
+    streamed = check(path)
+    assert whole.metrics["duration_s"] > 90  # two 60 s detection blocks, the seam inside speech
+    assert streamed.code == whole.code == "InternalError"
+    for key in ("duration_s", "speech_s", "longest_speech_s", "longest_pause_s", "speech_segments", "peak_dbfs"):
+        assert streamed.metrics[key] == pytest.approx(whole.metrics[key], abs=0.05), key
+    assert whole.metrics["speech_s"] > 60
+
+
+def test_long_truncated_input_is_a_decoder_error_when_streamed(tmp_path: Path, speech, monkeypatch):
+    import pipeline.api as api
+
+    x, sr = speech
+    path = _wav(tmp_path / "cut.wav", np.concatenate([x[0]] * 4), sr)
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 3])  # the header still declares the full length
+    monkeypatch.setattr(api, "STREAM_CHECK_S", 30.0)
+    v = check(path)
+    assert v.code == "Audio.DecoderError", v.line()
+    assert "truncated" in v.message
