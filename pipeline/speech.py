@@ -8,8 +8,8 @@ only moves segment edges to 10 ms precision inside what Silero already called sp
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
