@@ -258,12 +258,35 @@ def _blocks_av(path: str, info: SourceInfo, start: int, stop: int | None) -> Ite
         pending_n = 0
         block = max(1, int(BLOCK_S * sr))
 
+        tb = stream.time_base
+        layout_name = stream.codec_context.layout.name
+        need_time = seekable and start > 0  # after a seek our place comes from the timestamps
+
+        def planar(frame: Any) -> np.ndarray:
+            """Float planar frames (what MP3, AAC, Vorbis and Opus decoders give) read straight
+            from their planes; anything else goes through libswresample."""
+            n = frame.samples
+            planes = frame.planes
+            out = np.empty((len(planes), n), dtype=np.float32)
+            for i, plane in enumerate(planes):
+                out[i] = np.frombuffer(plane, dtype=np.float32, count=n)
+            return out
+
         def frames() -> Iterator[tuple[int | None, np.ndarray]]:
+            first = True
+            direct_kind: tuple[str, int, str] | None = None  # the (format, rate, layout) read directly
             for packet in container.demux(stream):
                 for frame in packet.decode():
                     t = None
-                    if frame.pts is not None and frame.time_base is not None:
-                        t = round(float(frame.pts * frame.time_base) * sr)
+                    if (first or need_time) and frame.pts is not None and tb is not None:
+                        t = (2 * frame.pts * tb.numerator * sr + tb.denominator) // (2 * tb.denominator)
+                    if first:
+                        kind = (frame.format.name, frame.sample_rate, frame.layout.name)
+                        direct_kind = kind if kind == ("fltp", sr, layout_name) else None
+                        first = False
+                    if direct_kind is not None and frame.sample_rate == sr:
+                        yield t, planar(frame)
+                        continue
                     for out in resampler.resample(frame):
                         yield t, out.to_ndarray()
                         t = None
