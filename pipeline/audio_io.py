@@ -275,6 +275,10 @@ def _blocks_av(path: str, info: SourceInfo, start: int, stop: int | None) -> Ite
         def frames() -> Iterator[tuple[int | None, np.ndarray]]:
             first = True
             direct_kind: tuple[str, int, str] | None = None  # the (format, rate, layout) read directly
+            # Without a seek, only the first frame's timestamp matters: later frames are gathered
+            # in an AudioFifo (C) and read out a second at a time, not one small array per frame.
+            fifo = None if need_time else av.AudioFifo()
+            chunk = max(sr, 1)
             for packet in container.demux(stream):
                 for frame in packet.decode():
                     t = None
@@ -284,12 +288,23 @@ def _blocks_av(path: str, info: SourceInfo, start: int, stop: int | None) -> Ite
                         kind = (frame.format.name, frame.sample_rate, frame.layout.name)
                         direct_kind = kind if kind == ("fltp", sr, layout_name) else None
                         first = False
+                        if direct_kind is not None:
+                            yield t, planar(frame)
+                            continue
                     if direct_kind is not None and frame.sample_rate == sr:
-                        yield t, planar(frame)
+                        if fifo is None:
+                            yield t, planar(frame)
+                        else:
+                            frame.pts = None
+                            fifo.write(frame)
+                            if fifo.samples >= chunk:
+                                yield None, planar(fifo.read())
                         continue
                     for out in resampler.resample(frame):
                         yield t, out.to_ndarray()
                         t = None
+            if fifo is not None and fifo.samples:
+                yield None, planar(fifo.read())
             for out in resampler.resample(None):
                 yield None, out.to_ndarray()
 

@@ -107,13 +107,14 @@ def silero_probs(x16: np.ndarray, *, chunk_frames: int = 125, warmup_frames: int
     return probs[:, warmup_frames:].reshape(-1)[:n].copy()
 
 
-def webrtc_flags(x16: np.ndarray, mode: int = 2, frame: int = WEBRTC_FRAME) -> np.ndarray:
-    """webrtcvad decision per ``frame`` samples (10, 20 or 30 ms) of mono 16 kHz audio."""
+def webrtc_flags(x16: np.ndarray, mode: int = 2, frame: int = WEBRTC_FRAME, rate: int = VAD_RATE) -> np.ndarray:
+    """webrtcvad decision per ``frame`` samples (10, 20 or 30 ms) of mono audio at ``rate``
+    (8, 16, 32 or 48 kHz; 16 kHz by default)."""
     vad = _webrtc(mode)
     n = len(x16) // frame
     pcm = (np.clip(x16[: n * frame], -1.0, 1.0) * 32767.0).astype("<i2").tobytes()
     step = frame * 2
-    return np.fromiter((vad.is_speech(pcm[i * step : (i + 1) * step], VAD_RATE) for i in range(n)), dtype=bool, count=n)
+    return np.fromiter((vad.is_speech(pcm[i * step : (i + 1) * step], rate) for i in range(n)), dtype=bool, count=n)
 
 
 @functools.lru_cache(maxsize=4)
@@ -355,14 +356,15 @@ def detect_stream(
     return SpeechReport(segments=segs, runs=merge_gaps(segs, merge_gap_s), probs=probs, duration_s=duration)
 
 
-def coarse_activity(x16: np.ndarray, *, mode: int = 3, floor_dbfs: float = -55.0) -> np.ndarray:
+def coarse_activity(x16: np.ndarray, *, mode: int = 3, floor_dbfs: float = -55.0, rate: int = VAD_RATE) -> np.ndarray:
     """Cheap voice activity per 30 ms: webrtcvad (most aggressive mode) and a level floor.
 
     About 100x faster than Silero; it also fires on music and noise, so it only ranks where to
-    look in long recordings; Silero then decides on the few places it ranks highest.
+    look in long recordings; Silero then decides on the few places it ranks highest. ``rate``
+    is any rate webrtcvad takes (8 kHz is enough to rank, and cheapest).
     """
-    frame = 3 * WEBRTC_FRAME  # 30 ms
-    flags = webrtc_flags(x16, mode, frame)
+    frame = 3 * rate // 100  # 30 ms
+    flags = webrtc_flags(x16, mode, frame, rate)
     n = len(flags)
     if n == 0:
         return flags
