@@ -42,33 +42,42 @@ def true_peak_dbtp(x: np.ndarray) -> float:
     return 20 * np.log10(peak) if peak > 0 else float("-inf")
 
 
-def limit(x: np.ndarray, rate: int, ceiling_dbtp: float, hold_s: float = 0.01) -> np.ndarray:
-    """Bring true peaks under ``ceiling_dbtp`` with a smooth, look-ahead gain curve.
+def limit_peak(x: np.ndarray, rate: int, ceiling_dbtp: float, hold_s: float = 0.01) -> tuple[np.ndarray, float]:
+    """Bring true peaks under ``ceiling_dbtp`` with a smooth, look-ahead gain curve; returns the
+    audio and its true peak (dBTP), measured on the way so callers need not oversample again.
 
     The needed gain reduction per sample (from 4x oversampled peaks) is held for ``hold_s`` and
     averaged over half that, so the gain falls before each peak and recovers after it without
     clicks; a final static trim catches what the smoothing left.
     """
-    from scipy.ndimage import maximum_filter1d, uniform_filter1d
-
     ceiling = 10 ** (ceiling_dbtp / 20)
+    if len(x) == 0:
+        return x, float("-inf")
     over = _oversampled_abs(x)
     over = np.pad(over, (0, len(x) * OVERSAMPLE - len(over)))
     peaks = over.reshape(-1, OVERSAMPLE).max(axis=1)
+    top = float(np.max(peaks))
     need = 1.0 - np.minimum(1.0, ceiling / np.maximum(peaks, 1e-12))
     if not np.any(need > 0):
-        return x
+        return x, (20 * np.log10(top) if top > 0 else float("-inf"))
+    from scipy.ndimage import maximum_filter1d, uniform_filter1d
+
     hold = max(int(hold_s * rate), 3)
     reduction = uniform_filter1d(
         maximum_filter1d(need, size=hold, mode="nearest"), size=max(hold // 2, 1), mode="nearest"
     )
     y = (x * (1.0 - reduction)).astype(np.float32)
-    for _ in range(3):
-        tp = true_peak_dbtp(y)
-        if tp <= ceiling_dbtp:
-            break
-        y = (y * 10 ** ((ceiling_dbtp - tp - 0.01) / 20)).astype(np.float32)
-    return y
+    tp = true_peak_dbtp(y)
+    if tp > ceiling_dbtp:  # a static trim scales the oversampled peaks by exactly its gain
+        trim_db = ceiling_dbtp - tp - 0.01
+        y = (y * 10 ** (trim_db / 20)).astype(np.float32)
+        tp += trim_db
+    return y, tp
+
+
+def limit(x: np.ndarray, rate: int, ceiling_dbtp: float, hold_s: float = 0.01) -> np.ndarray:
+    """``limit_peak`` without the peak: the limited audio."""
+    return limit_peak(x, rate, ceiling_dbtp, hold_s)[0]
 
 
 def normalize(
@@ -76,22 +85,30 @@ def normalize(
 ) -> tuple[np.ndarray, float, float, float]:
     """Gain to ``target_lufs`` then limit to ``ceiling_dbtp``; a few make-up rounds keep loudness on target.
 
-    Returns (audio, gain applied in dB, final LUFS, final dBTP).
+    Gain changes loudness by exactly its dB, so loudness is re-measured only after the limiter
+    has touched the audio. Returns (audio, gain applied in dB, final LUFS, final dBTP).
     """
     before = integrated_lufs(x, rate)
     if not np.isfinite(before):
         return x, 0.0, before, true_peak_dbtp(x)
     y = x.astype(np.float32)
-    total = 0.0
+    total, now = 0.0, before
+    tp: float | None = None
     for _ in range(4):
-        now = integrated_lufs(y, rate)
         step = float(np.clip(target_lufs - now, -60.0, max_gain_db - total))
         if abs(step) < 0.05:
             break
         total += step
-        y = limit((y * 10 ** (step / 20)).astype(np.float32), rate, ceiling_dbtp)
-    y = limit(y, rate, ceiling_dbtp)  # also when no gain was needed
-    return y, total, integrated_lufs(y, rate), true_peak_dbtp(y)
+        gained = (y * 10 ** (step / 20)).astype(np.float32)
+        y, tp = limit_peak(gained, rate, ceiling_dbtp)
+        # Untouched by the limiter, loudness moved by the gain, unless blocks crossed the -70 LUFS
+        # absolute gate (very quiet input): measured again then.
+        now = now + step if y is gained and now > -60.0 else integrated_lufs(y, rate)
+    if tp is None:  # no gain was needed: still keep the peaks under the ceiling
+        limited, tp = limit_peak(y, rate, ceiling_dbtp)
+        if limited is not y:
+            y, now = limited, integrated_lufs(limited, rate)
+    return y, total, now, tp
 
 
 @register
