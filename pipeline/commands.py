@@ -160,15 +160,21 @@ def cmd_run(args: argparse.Namespace) -> int:
             sys.stdout.write(res.line() + "\n")
             sys.stdout.flush()
 
-    results = run_paths(
-        args.paths,
-        args.out,
-        cfg,
-        jobs=args.jobs,
-        report=Path(args.report) if args.report else None,
-        progress=progress,
-        on_result=show,
-    )
+    from .errors import ConfigError
+
+    try:
+        results = run_paths(
+            args.paths,
+            args.out,
+            cfg,
+            jobs=args.jobs,
+            report=Path(args.report) if args.report else None,
+            progress=progress,
+            on_result=show,
+        )
+    except ConfigError as exc:  # e.g. the `enroll:` section, checked before any file when the chain enrolls
+        sys.stderr.write(f"voiceprep: config error: {exc}\n")
+        return 2
     sys.stdout.write(summary(results) + "\n")
     return 0 if all(r.ok for r in results) else 1
 

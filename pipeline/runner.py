@@ -144,8 +144,10 @@ def _best_region(info: Any, chain: Any) -> tuple[float, float] | None:
 def process_file(job: Job, config: Config) -> FileResult:
     """Take one input through the `run` chain and write its output; never raises for a bad file."""
     try:
-        info = probe(job.input)
         chain = config.run
+        if "enroll" in chain.names():
+            _bind_enroll(config)
+        info = probe(job.input)
         long_input = info.duration_s > BLOCK_S and "window" in chain.names()
         region = _best_region(info, chain) if long_input else None
         if region is not None:
@@ -177,6 +179,14 @@ def process_file(job: Job, config: Config) -> FileResult:
         )
 
 
+def _bind_enroll(config: Config) -> None:
+    """The `enroll` stage of this config uses this config's `enroll:` section (in every worker)."""
+    from .service.enroll import bind_settings
+    from .service.settings import EnrollSettings
+
+    bind_settings(EnrollSettings.from_mapping(config.enroll))
+
+
 def _result_ok(job: Job, clip: Clip, input_duration_s: float) -> FileResult:
     metrics = dict(clip.info.get("metrics", {}))
     metrics.pop("segments", None)
@@ -203,6 +213,8 @@ def run_paths(
     on_result: Callable[[FileResult], None] | None = None,
 ) -> list[FileResult]:
     """Process every input; results in input order. The report is appended line by line as files finish."""
+    if "enroll" in config.run.names():
+        _bind_enroll(config)  # a bad `enroll:` section fails here (ConfigError), before any file
     planned = plan(paths, out_dir)
     n_jobs = max(1, min(jobs or os.cpu_count() or 1, len(planned) or 1))
     results: dict[int, FileResult] = {}

@@ -55,8 +55,9 @@ class _WebRtc:
         return bool(self._ext.process(self._vad, sample_rate, pcm, len(pcm) // 2))
 
 
-@functools.lru_cache(maxsize=4)
-def _webrtc(mode: int) -> Any:
+def _webrtc_fresh(mode: int) -> Any:
+    """A new webrtcvad detector: it keeps a running noise estimate, so one reused across signals
+    would make each answer depend on the files processed before."""
     try:
         return _WebRtc(mode)
     except ImportError:  # a webrtcvad build without the private extension module name
@@ -110,7 +111,7 @@ def silero_probs(x16: np.ndarray, *, chunk_frames: int = 125, warmup_frames: int
 def webrtc_flags(x16: np.ndarray, mode: int = 2, frame: int = WEBRTC_FRAME, rate: int = VAD_RATE) -> np.ndarray:
     """webrtcvad decision per ``frame`` samples (10, 20 or 30 ms) of mono audio at ``rate``
     (8, 16, 32 or 48 kHz; 16 kHz by default)."""
-    vad = _webrtc(mode)
+    vad = _webrtc_fresh(mode)  # webrtcvad adapts to what it has heard: a fresh one per signal
     n = len(x16) // frame
     pcm = (np.clip(x16[: n * frame], -1.0, 1.0) * 32767.0).astype("<i2").tobytes()
     step = frame * 2

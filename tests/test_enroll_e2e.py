@@ -287,3 +287,50 @@ def test_stage_in_a_pipeline_against_the_emulator(service_env: Any, tmp_path: Pa
         enroll_mod.bind_settings(None)
     with Ledger(tmp_path / "l.sqlite") as lg:
         assert len(lg.rows()) == 1
+
+
+def test_run_with_enroll_stage_uses_the_configs_enroll_section(
+    service_env: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`voiceprep run --config` with an enroll stage: the workers take that file's `enroll:`
+    section (its ledger path here), not the bundled pipeline.yaml's."""
+    import yaml
+
+    src = tmp_path / "in"
+    src.mkdir()
+    shutil.copy(FIXTURES / SPEECH, src / "reader.wav")
+    ledger = tmp_path / "custom-ledger.sqlite"
+    config = tmp_path / "with-enroll.yaml"
+    config.write_text(yaml.safe_dump({
+        "run": ["resample", "window", "loudness", "edges", "encode", "validate",
+                {"enroll": {"prefix": "runcfg", "target_model": MODEL}}],
+        "enroll": {"poll_interval_s": 0.05, "ledger": str(ledger)},
+    }))
+    try:
+        code = main(["run", str(src), "--out", str(tmp_path / "out"), "--config", str(config), "--jobs", "2",
+                     "--report", str(tmp_path / "r.jsonl")])
+    finally:
+        for e in list(enroll_mod._shared.values()):
+            enroll_mod.close_enroller(e)
+        enroll_mod._shared.clear()
+        enroll_mod.bind_settings(None)
+    assert code == 0, capsys.readouterr()
+    row = json.loads((tmp_path / "r.jsonl").read_text().splitlines()[0])
+    assert row["status"] == "ok"
+    with Ledger(ledger) as lg:
+        rows = lg.rows()
+    assert len(rows) == 1
+    assert rows[0].prefix == "runcfg" and rows[0].voice_id is not None and "runcfg" in rows[0].voice_id
+
+
+def test_run_with_a_bad_enroll_section_is_a_config_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import yaml
+
+    config = tmp_path / "bad.yaml"
+    config.write_text(yaml.safe_dump({"run": ["validate", "enroll"], "enroll": {"upload": "ftp"}}))
+    (tmp_path / "in").mkdir()
+    shutil.copy(FIXTURES / SPEECH, tmp_path / "in" / "a.wav")
+    assert main(["run", str(tmp_path / "in"), "--out", str(tmp_path / "out"), "--config", str(config)]) == 2
+    err = capsys.readouterr().err
+    assert "upload" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").rglob("*.wav"))

@@ -72,3 +72,18 @@ def test_detection_is_rate_independent():
     r16 = speech.detect(x[0], sr)
     r48 = speech.detect(soxr.resample(x[0], sr, 48000), 48000)
     assert r48.speech_s == pytest.approx(r16.speech_s, abs=0.5)
+
+
+def test_detection_does_not_depend_on_what_ran_before():
+    """webrtcvad adapts a noise estimate as it listens: the same file must get the same
+    segments whether it is the first of a batch or comes after other recordings."""
+    a, sr = load("speech_arctic_slt_16k.wav")
+    b, _ = load("noise_room_ami_16k.flac")
+    c, _ = load("speech_librivox_16k.wav")
+    first = speech.detect(a[0], sr).segments
+    speech.detect(b[0], sr)
+    speech.detect(c[0] * 0.05, sr)
+    assert np.array_equal(speech.detect(a[0], sr).segments, first)
+    flags = speech.webrtc_flags(a[0])
+    speech.webrtc_flags(b[0])
+    assert np.array_equal(speech.webrtc_flags(a[0]), flags)
