@@ -33,6 +33,12 @@ def base(name: str, seconds: float = 20.0) -> tuple[np.ndarray, np.ndarray]:
     return x, speech.detect(x, R).segments
 
 
+def turns(a: np.ndarray, b: np.ndarray, turn_s: float, each_s: float) -> np.ndarray:
+    """Two voices taking turns of ``turn_s`` (A B A B ...), ``each_s`` of each."""
+    k = int(turn_s * R)
+    return np.concatenate([x[i : i + k] for i in range(0, int(each_s * R), k) for x in (a, b) if i < len(x)])
+
+
 def stage() -> q.Quality:
     for s in load_config().check:
         if s.name == "quality":
@@ -133,14 +139,28 @@ def main() -> int:
         ("librivox 10 s + Allison 10 s", lambda: (np.concatenate([lib[: 10 * R], al16[: 10 * R]]), R)),
         ("AMI meeting, first 20 s", lambda: (qs.load("meeting_ami_trn05_16k.flac")[: 20 * R], R)),
         ("ARCTIC awb + slt + awb + slt (turns)", lambda: (np.concatenate([awb, slt, awb, slt]), R)),
+        ("turns of 2 s: awb / slt (man, woman), 4 s each", lambda: (turns(awb, slt, 2.0, 4.0), R)),
+        ("turns of 2 s: librivox / Allison (man, woman), 10 s each", lambda: (turns(lib, al16, 2.0, 10.0), R)),
+        ("turns of 3 s: librivox / Allison (man, woman), 12 s each", lambda: (turns(lib, al16, 3.0, 12.0), R)),
+        ("turns of 2 s: chan3 / Allison (man, woman), 10 s each", lambda: (turns(c3, al16, 2.0, 10.0), R)),
+        ("turns of 2 s: Allison / awb (woman, man), 4 s each", lambda: (turns(al16, awb, 2.0, 4.0), R)),
+        ("turns of 2 s: librivox / awb (two men), 4 s each", lambda: (turns(lib, awb, 2.0, 4.0), R)),
+        ("turns of 2 s: Allison / slt (two women), 4 s each", lambda: (turns(al16, slt, 2.0, 4.0), R)),
         ("librivox 8 s + awb (two men)", lambda: (np.concatenate([lib[: 8 * R], awb]), R)),
         ("librivox (one reader)", lambda: (lib, R)),
+        ("librivox + pink noise at 20 dB", lambda: (qs.mix_at_snr(lib, qs.pink(n), 20, R, lseg), R)),
+        ("librivox + babble at 20 dB", lambda: (qs.mix_at_snr(lib, qs.babble(n), 20, R, lseg), R)),
+        ("librivox with a 12 dB level ramp", lambda: (qs.ramp(lib, 12), R)),
         ("Allison 20 s (one voice)", lambda: (al16[: 20 * R], R)),
+        ("Allison 20 s + white noise at 20 dB", lambda: (qs.mix_at_snr(al16[: 20 * R], qs.white(20 * R), 20, R,
+                                                                       speech.detect(al16[: 20 * R], R).segments), R)),
         ("chan3 (one reader)", lambda: (c3, R)),
+        ("chan3 + pink noise at 20 dB", lambda: (qs.mix_at_snr(c3, qs.pink(len(c3)), 20, R, cseg), R)),
     ]
     table("A second voice (`speaker_change`)", "speaker_change", "speaker_change", spk_rows,
-          f"`multiple_speakers` over {s.max_speaker_change:g} (BIC-penalised gain, nats per frame, of two MFCC "
-          "Gaussians split at the best change point over one).")
+          f"`multiple_speakers` over {s.max_speaker_change:g}: the larger of a change-point test (BIC-penalised "
+          "gain, nats per frame, of two MFCC Gaussians split at the best change point over one) and a turn test "
+          "(cross-validated gain of two groups of 0.75 s chunks over one, less its chance level).")
 
     if args.cost:
         cost(lib, lseg)

@@ -446,14 +446,17 @@ def music_share(x16: np.ndarray, segments: np.ndarray, *, max_bin_share: float =
 
 
 def speaker_change(x16: np.ndarray, segments: np.ndarray, *, min_side_s: float = 1.0) -> float:
-    """Evidence (nats per frame, BIC-penalised) that the voice changes: above 0, two voices
-    explain the speech better than one.
+    """Evidence (nats per frame, BIC-penalised or cross-validated) that the voice changes: above
+    0, two voices explain the speech better than one.
 
-    MFCCs 1-12 of the loudest 70 % of speech frames, in time order, are fitted by one diagonal
-    Gaussian and by two split at the best change point (at least ``min_side_s`` of speech each
-    side). One voice moves its spectrum with every sound but keeps its average; a second voice
-    moves the average. It catches a change of voice (A then B); it is blind to two similar
-    voices taking short turns.
+    Uses MFCCs 1-12 of the loudest 70 % of speech frames, and the larger of two tests:
+
+    - a change of voice (A then B): one diagonal Gaussian against two split at the best change
+      point (at least ``min_side_s`` of speech each side), BIC-penalised;
+    - two voices taking turns (A B A B): see :func:`_turn_evidence`.
+
+    One voice moves its spectrum with every sound but keeps its average; a second voice moves
+    the average. Two similar voices (two men) taking short turns still read as one.
     """
     c = mfcc(x16)
     if len(c) == 0:
@@ -482,7 +485,113 @@ def speaker_change(x16: np.ndarray, segments: np.ndarray, *, min_side_s: float =
     whole = logvar(c1[-1:], c2[-1:], np.array([float(n)]))[0]
     best = float(np.max(whole - (cuts * left + (n - cuts) * right) / n))
     penalty = 0.5 * 24 * np.log(n) / n * 3.0  # BIC: 2 x 12 more parameters; 25 ms frames overlap 2.5x
-    return best - penalty
+    change = best - penalty
+    turns = _turn_evidence(f, np.flatnonzero(keep) * MFCC_HOP_S)
+    return change if turns is None else max(change, turns)
+
+
+TURN_CHUNK_S = 0.75  # chunks of speech short enough to fall mostly inside one turn
+TURN_MIN_FRAMES = 15  # frames a chunk needs to count (0.15 s of loud speech)
+TURN_MIN_CHUNKS = 6  # fewer: too few chunks to tell a second voice from chance
+
+
+def _two_means(m: np.ndarray, w: np.ndarray, *, min_share: float = 0.2, iters: int = 20) -> np.ndarray | None:
+    """Weighted 2-means of the rows of ``m``: True/False per row, or None when no split leaves
+    each group at least ``min_share`` of the weight (a lone odd row is not a second voice).
+
+    Deterministic: starts from the signs along the three main axes and from the median split
+    along the first, keeps the tightest result.
+    """
+    total = float(w.sum())
+    z = m - (w @ m) / total
+    _, vecs = np.linalg.eigh((z * w[:, None]).T @ z)
+    along = z @ vecs[:, -1]
+    starts = [z @ vecs[:, -i] > 0 for i in range(1, min(3, m.shape[1]) + 1)] + [along > np.median(along)]
+    best: tuple[float, np.ndarray] | None = None
+    for lab in starts:
+        spread = 0.0
+        for _ in range(iters + 1):
+            wa = float(w[lab].sum())
+            if not 0.0 < wa < total:
+                break
+            a = (w * lab) @ z / wa
+            b = (w * ~lab) @ z / (total - wa)
+            spread = wa * float(a @ a) + (total - wa) * float(b @ b)  # weighted SS between the groups
+            new = z @ (a - b) > 0.5 * float(a @ a - b @ b)  # nearer to a than to b
+            if np.array_equal(new, lab):
+                break
+            lab = new
+        share = float(w[lab].sum()) / total
+        if min(share, 1.0 - share) < min_share:
+            continue
+        if best is None or spread > best[0]:  # most spread between, least within
+            best = (spread, lab)
+    return None if best is None else best[1]
+
+
+def _pooled_var(n: np.ndarray, s1: np.ndarray, s2: np.ndarray, sel: np.ndarray) -> tuple[np.ndarray, float]:
+    """Variance per column, and the count, of the frames of the selected rows from their counts
+    ``n``, sums ``s1`` and sums of squares ``s2``."""
+    m = float(n[sel].sum())
+    return s2[sel].sum(axis=0) / m - (s1[sel].sum(axis=0) / m) ** 2, m
+
+
+def _turn_evidence(f: np.ndarray, t: np.ndarray) -> float | None:
+    """Cross-validated evidence (nats per frame) that two voices take turns, from frames ``f``
+    (MFCC 1-12, standardised here) at times ``t`` (seconds); None with too few chunks.
+
+    The speech is cut into chunks of ``TURN_CHUNK_S`` and each chunk into halves. The first
+    halves' means are split into two groups (2-means, each axis scaled by how much a half-chunk
+    mean wanders from its own chunk's); the second halves are then scored with that split: the
+    gain in log-likelihood per frame of two means (shared diagonal variance) over one, minus
+    what a split blind to the voice would gain by chance (the between-chunk share of the
+    variance over chunks - 1). Then the other way round, and the two averaged; the grid is
+    also shifted by a third and two thirds of a chunk and the three results averaged. One voice's chunks differ by
+    what is said, which one half does not predict in the other; a second voice's chunks
+    differ in both halves alike.
+    """
+    z = (f - f.mean(axis=0)) / (f.std(axis=0) + 1e-9)
+    zz = z * z
+    out: list[float] = []
+    for shift in (0.0, 1 / 3, 2 / 3):  # three grids, a third of a chunk apart, averaged
+        chunk = np.floor((t - t[0]) / TURN_CHUNK_S + shift).astype(np.int64)  # t rises: chunks are runs
+        starts = np.flatnonzero(np.concatenate(([True], chunk[1:] != chunk[:-1])))
+        cnt = np.diff(np.append(starts, len(z)))
+        ok = cnt >= TURN_MIN_FRAMES
+        k = int(ok.sum())
+        if k < TURN_MIN_CHUNKS:
+            continue
+        starts, cnt = starts[ok], cnt[ok]
+        mid = starts + (cnt + 1) // 2
+        # per chunk and half: frames, sum and sum of squares (halves: [start, mid) and [mid, end))
+        n = np.stack([(cnt + 1) // 2, cnt // 2]).astype(np.float64)
+        edges = np.stack([starts, mid], axis=1).reshape(-1)
+        s1 = np.add.reduceat(z, edges, axis=0).reshape(k, 2, -1).transpose(1, 0, 2)
+        s2 = np.add.reduceat(zz, edges, axis=0).reshape(k, 2, -1).transpose(1, 0, 2)
+        # reduceat runs each sum to the next edge; the last chunk's second half and every gap
+        # between kept chunks (short chunks left out) must end at the chunk's own end instead
+        ends = starts + cnt
+        fix = np.flatnonzero(np.append(starts[1:], len(z)) != ends)
+        for i in fix:
+            s1[1, i] = z[mid[i] : ends[i]].sum(axis=0)
+            s2[1, i] = zz[mid[i] : ends[i]].sum(axis=0)
+        means = s1 / n[:, :, None]
+        scale = np.sqrt(np.mean((means[0] - means[1]) ** 2, axis=0) / 2 + 1e-6)
+        scores = []
+        for h in (0, 1):
+            lab = _two_means(means[h] / scale, cnt.astype(np.float64))
+            if lab is None:
+                break
+            o = 1 - h  # score the split on the other halves
+            total, m_all = _pooled_var(n[o], s1[o], s2[o], np.ones(k, dtype=bool))
+            va, ma = _pooled_var(n[o], s1[o], s2[o], lab)
+            vb, mb = _pooled_var(n[o], s1[o], s2[o], ~lab)
+            within = (ma * va + mb * vb) / m_all
+            chance = 0.5 * float(np.sum(means[o].var(axis=0) / total)) / (k - 1)
+            scores.append(0.5 * float(np.sum(np.log(total / np.maximum(within, 1e-9)))) - chance)
+        if len(scores) == 2:
+            out.append(float(np.mean(scores)))
+    return float(np.mean(out)) if out else None
 
 
 # --------------------------------------------------------------------------- DNSMOS (optional)
