@@ -702,7 +702,7 @@ class Quality:
     )
     max_speaker_change: float = option(0.1, "warn (multiple_speakers) when the voice-change evidence is over this")
     max_dc_offset: float = option(0.02, "warn (dc_offset) when the mean sample is further than this from 0 (full scale 1)")
-    dnsmos: bool = option(False, "also score DNSMOS (needs the `dnsmos` extra; about 0.5-1 s per 20 s clip)")
+    dnsmos: bool = option(False, "also score DNSMOS (needs the `dnsmos` extra; about 2.4 s per 20 s clip, 6 s on the first call)")
 
     def __post_init__(self) -> None:
         if self.refuse_snr_db > self.min_snr_db:
