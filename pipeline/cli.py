@@ -55,5 +55,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
 
 
+# Commands that only read files and print: once their output is flushed, nothing is left for the
+# interpreter's teardown to do but free memory and unload numpy/onnxruntime (about 0.1 s).
+FAST_EXIT_COMMANDS = frozenset({"check", "stages"})
+
+
+def console(argv: Sequence[str] | None = None) -> None:
+    """The `voiceprep` console script: ``main`` then exit with its code (fast for `check`)."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    code = main(args)
+    command = next((a for a in args if not a.startswith("-")), None)
+    if command in FAST_EXIT_COMMANDS:
+        import os
+
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    sys.exit(code)
+
+
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+    console()

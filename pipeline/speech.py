@@ -14,6 +14,8 @@ from typing import Any
 
 import numpy as np
 
+from .numeric import median
+
 VAD_RATE = 16000
 FRAME = 512  # Silero window at 16 kHz: 32 ms
 FRAME_S = FRAME / VAD_RATE
@@ -127,8 +129,10 @@ def _dct_matrix(n: int) -> np.ndarray:
     return m
 
 
+@functools.lru_cache(maxsize=1)
 def _band_edges() -> np.ndarray:
-    return np.unique(np.geomspace(4, FRAME // 2, 25).astype(int))
+    # sorted(set()) rather than np.unique, which imports numpy.ma (~15 ms) on first use
+    return np.array(sorted(set(np.geomspace(4, FRAME // 2, 25).astype(int).tolist())))
 
 
 def stationary_frames(
@@ -153,7 +157,7 @@ def stationary_frames(
     dist = np.sqrt(np.sum((ceps[lag:] - ceps[:-lag]) ** 2, axis=1))
     k = 5
     padded = np.pad(dist, (k // 2, k // 2), mode="edge")
-    smooth = np.median(np.lib.stride_tricks.sliding_window_view(padded, k), axis=1)
+    smooth = median(np.lib.stride_tricks.sliding_window_view(padded, k), axis=1)
     steady = np.zeros(n, dtype=bool)
     steady[lag:] |= smooth < max_change
     steady[:-lag] |= smooth < max_change

@@ -11,6 +11,7 @@ import numpy as np
 
 from pipeline.clip import Clip
 from pipeline.errors import service_error
+from pipeline.numeric import median, percentile
 from pipeline.registry import register
 from pipeline.stage import option
 
@@ -90,7 +91,7 @@ def snr_estimate(
         return 0.0, "none"
     ps = float(np.mean(p[speech]))
     if pause.sum() * hop_s >= min_pause_s:
-        pn = float(np.median(p[pause]))  # the median: robust to breaths and speech edges the VAD left out
+        pn = float(median(p[pause]))  # the median: robust to breaths and speech edges the VAD left out
         method = "pauses"
     else:
         q = np.sort(p)
@@ -220,7 +221,7 @@ def loudness_spread(
         return 0.0, 0.0
     v = lk[keep]
     t = (np.arange(len(lk)) * hop)[keep]
-    spread = float(np.percentile(v, 95) - np.percentile(v, 10))
+    spread = float(percentile(v, 95) - percentile(v, 10))
     slope = float(np.polyfit(t, v, 1)[0]) * 10.0 if np.ptp(t) > 0 else 0.0
     return spread, slope
 
@@ -245,7 +246,7 @@ def low_spectrum(x: np.ndarray, sample_rate: int, *, top_hz: float = 400.0) -> S
     win = np.hanning(LOW_RATE)
     spec = np.abs(np.fft.rfft(fr * win, axis=1)[:, :top]) ** 2
     norm = 2.0 / (LOW_RATE * float(np.sum(win**2)))  # one-sided PSD
-    return np.arange(top, dtype=np.float64), np.percentile(spec, 20, axis=0) * norm, np.mean(spec, axis=0) * norm
+    return np.arange(top, dtype=np.float64), percentile(spec, 20, axis=0) * norm, np.mean(spec, axis=0) * norm
 
 
 def hum(
@@ -275,7 +276,7 @@ def hum(
                 break
             line = float(np.max(pxx[i - 1 : i + 2]))
             near = np.concatenate((pxx[i - hi_off : i - lo_off], pxx[i + lo_off + 1 : i + hi_off + 1]))
-            floor = float(np.median(near)) + EPS
+            floor = float(median(near)) + EPS
             proms.append(float(power_db(line / floor)))
             power += max(float(np.sum(pxx[i - 1 : i + 2])) - 3 * floor, 0.0) * df
         prom = proms[0] if proms else 0.0
@@ -465,7 +466,7 @@ def speaker_change(x16: np.ndarray, segments: np.ndarray, *, min_side_s: float =
     energy = c[:, 0]
     if mask.sum() < 2 * min_side_s / MFCC_HOP_S + 1:
         return 0.0
-    keep = mask & (energy > np.percentile(energy[mask], 30))  # voiced, loud frames: less room noise
+    keep = mask & (energy > percentile(energy[mask], 30))  # voiced, loud frames: less room noise
     f = c[keep, 1:13]
     n = len(f)
     side = int(min_side_s / MFCC_HOP_S * 0.7)
@@ -506,7 +507,7 @@ def _two_means(m: np.ndarray, w: np.ndarray, *, min_share: float = 0.2, iters: i
     z = m - (w @ m) / total
     _, vecs = np.linalg.eigh((z * w[:, None]).T @ z)
     along = z @ vecs[:, -1]
-    starts = [z @ vecs[:, -i] > 0 for i in range(1, min(3, m.shape[1]) + 1)] + [along > np.median(along)]
+    starts = [z @ vecs[:, -i] > 0 for i in range(1, min(3, m.shape[1]) + 1)] + [along > median(along)]
     best: tuple[float, np.ndarray] | None = None
     for lab in starts:
         spread = 0.0
