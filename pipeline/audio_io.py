@@ -422,7 +422,13 @@ def decode(
         n += k
     if n == 0:
         raise decoder_error(info.path, "no audio could be decoded from the file", "export the recording again")
-    samples = buf[:, :n] if n == buf.shape[1] else buf[:, :n].copy()
+    # A view when the estimate held (the one second of slack is not worth a second full copy);
+    # a copy only when the probed duration overestimated the audio by much.
+    samples = buf[:, :n] if n >= 0.9 * buf.shape[1] else buf[:, :n].copy()
+    if not np.all(np.isfinite(samples)):
+        samples = np.nan_to_num(samples, nan=0.0, posinf=1.0, neginf=-1.0)
+    samples.setflags(write=False)  # nothing else holds `buf`: the clip can keep the view, uncopied
+    del buf
     declared = info.duration_s - start_s if end_s is None else None
     got = n / out_rate
     if declared is not None and declared > 1.0 and got < 0.5 * declared:
@@ -431,8 +437,6 @@ def decode(
             f"truncated: the header declares {declared:.1f} s but only {got:.1f} s decode",
             "the file was cut off while copying or recording; export it again",
         )
-    if not np.all(np.isfinite(samples)):
-        samples = np.nan_to_num(samples, nan=0.0, posinf=1.0, neginf=-1.0)
     if end_s is None and start_s == 0.0:
         info = dataclasses.replace(info, duration_s=got)
     return Clip(samples=samples, sample_rate=out_rate, source=info, offset_s=start_s)

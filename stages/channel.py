@@ -14,8 +14,25 @@ from pipeline.stage import option
 Policy = Literal["auto", "first", "mix", "loudest"]
 
 
+_CHUNK = 1 << 18  # samples per partial dot product: float64 sums without float64 copies of the signal
+
+
+def _dot(a: np.ndarray, b: np.ndarray) -> float:
+    """``sum(a * b)`` accumulated in float64 over float32 chunks (no full-length temporaries)."""
+    return float(sum(float(np.dot(a[i : i + _CHUNK], b[i : i + _CHUNK])) for i in range(0, len(a), _CHUNK)))
+
+
+def _mix(samples: np.ndarray) -> np.ndarray:
+    """The channels' average, built in one float32 buffer (no second full-length temporary)."""
+    out = np.array(samples[0], dtype=np.float32)
+    for ch in samples[1:]:
+        out += ch
+    out *= np.float32(1.0 / samples.shape[0])
+    return out
+
+
 def _rms_db(x: np.ndarray) -> float:
-    return float(10 * np.log10(np.mean(np.square(x, dtype=np.float64)) + 1e-20))
+    return float(10 * np.log10(_dot(x, x) / max(len(x), 1) + 1e-20))
 
 
 def choose(
@@ -39,20 +56,22 @@ def choose(
     if policy == "loudest":
         return samples[best], {**record, "channel_policy": f"channel {best + 1}"}
     if policy == "mix":
-        return samples.mean(axis=0), {**record, "channel_policy": "mix"}
+        return _mix(samples), {**record, "channel_policy": "mix"}
     if levels[best] - max(others) > dominance_db:
         return samples[best], {
             **record,
             "channel_policy": f"channel {best + 1} (others {dominance_db:.0f}+ dB quieter)",
         }
-    a, b = samples[0].astype(np.float64), samples[1].astype(np.float64)
-    denom = float(np.sqrt(np.dot(a, a) * np.dot(b, b)))
-    corr = float(np.dot(a, b) / denom) if denom > 0 else 0.0
+    a, b = samples[0], samples[1]
+    denom = float(np.sqrt(_dot(a, a) * _dot(b, b)))
+    corr = _dot(a, b) / denom if denom > 0 else 0.0
     record["channel_correlation"] = round(corr, 3)
     if samples.shape[0] == 2 and corr < -0.5:
-        return ((a - b) / 2).astype(np.float32), {**record, "channel_policy": "opposite phase: (L - R) / 2"}
+        side = np.subtract(a, b, dtype=np.float32)
+        side *= np.float32(0.5)
+        return side, {**record, "channel_policy": "opposite phase: (L - R) / 2"}
     if corr > 0.5:
-        return samples.mean(axis=0), {**record, "channel_policy": "mix (coherent channels)"}
+        return _mix(samples), {**record, "channel_policy": "mix (coherent channels)"}
     return samples[best], {**record, "channel_policy": f"channel {best + 1} (loudest, channels differ)"}
 
 
@@ -78,4 +97,6 @@ class Channel:
     def __call__(self, clip: Clip) -> Clip:
         mono, record = choose(clip.samples, self.policy, self.dominance_db)
         metrics = {**dict(clip.info.get("metrics", {})), "channel_policy": record["channel_policy"]}
-        return clip.replace(samples=mono[np.newaxis, :]).with_info(**record, metrics=metrics)
+        out = mono[np.newaxis, :]
+        out.setflags(write=False)  # a fresh array nobody else holds: the clip keeps it without a copy
+        return clip.replace(samples=out).with_info(**record, metrics=metrics)
