@@ -31,8 +31,8 @@ BLOCK_S = 120.0  # inputs longer than this are scouted first (seconds)
 REGION_PAD_S = 1.0  # decoded around the chosen window (seconds)
 SCOUT_RATE = 16000
 SCOUT_WINDOW_S = 20.0  # stretches ranked by coarse activity
-SCOUT_MARGIN_S = 10.0  # each ranked stretch is examined with this much context on both sides
-SCOUT_MIN_REGIONS = 3  # examine at least this many stretches ...
+SCOUT_MARGIN_S = 5.0  # each ranked stretch is examined with this much context on both sides
+SCOUT_MIN_REGIONS = 2  # examine at least this many stretches ...
 SCOUT_MAX_REGIONS = 12  # ... and at most this many
 QUALIFIED = 1000.0  # window scores at or above this meet every rule (see stages/window.py)
 

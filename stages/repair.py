@@ -96,44 +96,56 @@ class Repair:
         x = np.asarray(clip.samples, dtype=np.float32)
         records: list[dict[str, Any]] = []
 
-        def snr(y: np.ndarray) -> float:
-            return q.snr_estimate(q.to_rate(q.as_mono(y), rate), q.ANALYSIS_RATE, segs)[0]
+        def analysed(y: np.ndarray) -> np.ndarray:
+            """Channel 0 at the analysis rate: every measure below reads this."""
+            return q.to_rate(q.as_mono(y), rate)
+
+        x16 = analysed(x)
+
+        def snr(y16: np.ndarray) -> float:
+            return q.snr_estimate(y16, q.ANALYSIS_RATE, segs)[0]
 
         def attempt(
             name: str, measure: Callable[[np.ndarray], float], fix: Callable[[np.ndarray], np.ndarray], margin: float
         ) -> None:
-            nonlocal x
-            before = measure(x)
+            nonlocal x, x16
+            before = measure(x16)
             y = fix(x)
-            after = measure(y)
-            snr_ok = snr(y) >= snr(x) - 1.0
+            y16 = analysed(y)
+            after = measure(y16)
+            snr_ok = snr(y16) >= snr(x16) - 1.0
             kept = bool(after <= before - margin and snr_ok and np.all(np.isfinite(y)))
             records.append({"repair": name, "before": round(before, 4), "after": round(after, 4), "kept": kept})
             if kept:
-                x = y
+                x, x16 = y, y16
 
         mono = q.as_mono(x)
         if self.dc and abs(q.dc_offset(mono)) > self.min_dc_offset:
-            attempt("dc", lambda y: abs(q.dc_offset(q.as_mono(y))), lambda y: remove_dc(y, rate), self.min_dc_offset / 2)
-        x16 = q.to_rate(q.as_mono(x), rate)
+            # judged on the analysis copy: resampling keeps a DC offset as it is
+            attempt(
+                "dc",
+                lambda y16: abs(q.dc_offset(y16)),
+                lambda y: remove_dc(y, rate),
+                self.min_dc_offset / 2,
+            )
         if self.highpass and q.rumble_db(x16, q.ANALYSIS_RATE) > self.min_rumble_db:
             attempt(
                 "highpass",
-                lambda y: q.rumble_db(q.to_rate(q.as_mono(y), rate), q.ANALYSIS_RATE),
+                lambda y16: q.rumble_db(y16, q.ANALYSIS_RATE),
                 lambda y: highpass(y, rate, self.highpass_hz),
                 3.0,
             )
-        hz, prominence, _ = q.hum(q.to_rate(q.as_mono(x), rate), q.ANALYSIS_RATE)
+        hz, prominence, _ = q.hum(x16, q.ANALYSIS_RATE)
         if self.hum and hz is not None and prominence >= self.min_hum_prominence_db:
             base = hz
 
-            def hum_prominence(y: np.ndarray) -> float:
-                f, p, _ = q.hum(q.to_rate(q.as_mono(y), rate), q.ANALYSIS_RATE)
+            def hum_prominence(y16: np.ndarray) -> float:
+                f, p, _ = q.hum(y16, q.ANALYSIS_RATE)
                 return p if f == base else min(p, 6.0)
 
             attempt("hum_notch", hum_prominence, lambda y: notch_hum(y, rate, base, self.hum_harmonics), 6.0)
-        if self.denoise and snr(x) < self.denoise_below_snr_db:
-            attempt("denoise", lambda y: -snr(y), lambda y: denoise(y, rate), self.denoise_min_gain_db)
+        if self.denoise and snr(x16) < self.denoise_below_snr_db:
+            attempt("denoise", lambda y16: -snr(y16), lambda y: denoise(y, rate), self.denoise_min_gain_db)
         if not records:
             return clip
         out = clip.replace(samples=x) if any(r["kept"] for r in records) else clip
