@@ -207,7 +207,9 @@ class Window:
         qualifies = c.speech_s >= self.min_speech_s and c.longest_run_s > self.min_run_s
         return (1000.0 if qualifies else 0.0) + c.speech_s - self.steadiness_weight * c.spread_db - 0.5 * c.shortened
 
-    def rerank(self, x: np.ndarray, rate: int, found: list[Candidate], segments: np.ndarray) -> Candidate | None:
+    def rerank(
+        self, x: np.ndarray, rate: int, found: list[Candidate], segments: np.ndarray, x16: np.ndarray | None = None
+    ) -> Candidate | None:
         """The best candidate once the few near-best ones are also judged on quality (SNR, level
         spread, clipping, music in the pauses, a second voice): the cleanest part wins a near tie."""
         if not found:
@@ -220,7 +222,8 @@ class Window:
         from pipeline.speech import VAD_RATE, to_vad_rate
         from stages.quality import window_quality_penalty
 
-        x16 = to_vad_rate(x, rate)  # once, not once per candidate
+        if x16 is None:
+            x16 = to_vad_rate(x, rate)  # once, not once per candidate
 
         def judged(c: Candidate) -> float:
             a, b = c.pieces[0][0], c.pieces[-1][1]
@@ -230,7 +233,9 @@ class Window:
 
         return max(near, key=judged)
 
-    def choose(self, x: np.ndarray, rate: int, segments: np.ndarray) -> Candidate | None:
+    def choose(self, x: np.ndarray, rate: int, segments: np.ndarray, x16: np.ndarray | None = None) -> Candidate | None:
+        """The best window of ``x`` given its speech ``segments``; ``x16`` is ``x`` at 16 kHz if the
+        caller has it already."""
         duration = len(x) / rate
         segs = split_long(segments, x, rate, self.max_s - 2 * self.edge_s - 0.5)
         levels = segment_levels(x, rate, segs)
@@ -242,10 +247,10 @@ class Window:
             "edge_s": self.edge_s,
         }
         plain = candidates(segs, levels, duration, shorten_to_s=None, **kw)
-        best = self.rerank(x, rate, plain, segs)
+        best = self.rerank(x, rate, plain, segs, x16)
         if (best is None or self.score(best) < 1000.0) and self.shorten_pauses:
             short = candidates(segs, levels, duration, shorten_to_s=self.pause_to_s, **kw)
-            alt = self.rerank(x, rate, short, segs)
+            alt = self.rerank(x, rate, short, segs, x16)
             if alt is not None and (best is None or self.score(alt) > self.score(best)):
                 best = alt
         if best is None and len(segs):  # too little speech for min_s: take it all, validate refuses
@@ -266,7 +271,8 @@ class Window:
         from pipeline import speech
 
         x = clip.samples[0]
-        report = speech.detect(x, clip.sample_rate, threshold=self.vad_threshold, merge_gap_s=self.merge_gap_s)
+        x16 = speech.to_vad_rate(x, clip.sample_rate)  # detection and the quality re-rank share it
+        report = speech.detect(x16, speech.VAD_RATE, threshold=self.vad_threshold, merge_gap_s=self.merge_gap_s)
         found = {
             "input_speech_s": round(report.speech_s, 3),
             "input_longest_speech_s": round(report.longest_speech_s, 3),
@@ -279,7 +285,7 @@ class Window:
                 hint="no usable voice: record 20-30 s of one person reading aloud, without music or noise",
                 metrics={**dict(clip.info.get("metrics", {})), **found},
             )
-        best = self.choose(x, clip.sample_rate, report.segments)
+        best = self.choose(x, clip.sample_rate, report.segments, x16)
         if best is None:  # pragma: no cover - speech_s > 10 implies segments
             raise service_error("Audio.AudioSilentError", "no speech segments found", metrics=found)
         audio, offsets = render(x, clip.sample_rate, best.pieces, self.crossfade_s)
