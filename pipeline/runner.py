@@ -85,7 +85,8 @@ def _activity(info: Any) -> np.ndarray:
     carry = np.zeros(0, np.float32)
     unit = 30 * (3 * ACTIVITY_RATE // 100)  # 30 frames of 30 ms
     for block in iter_blocks(info):
-        loudest = int(np.argmax(np.einsum("ij,ij->i", block, block))) if block.shape[0] > 1 else 0
+        # every 4th sample is plenty to tell which side is louder
+        loudest = int(np.argmax([float(np.dot(r[::4], r[::4])) for r in block])) if block.shape[0] > 1 else 0
         x = block[loudest]
         if info.sample_rate != ACTIVITY_RATE:
             x = soxr.resample(x, info.sample_rate, ACTIVITY_RATE, quality="QQ")
