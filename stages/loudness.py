@@ -23,22 +23,27 @@ def integrated_lufs(x: np.ndarray, rate: int) -> float:
     return float(pyloudnorm.Meter(rate).integrated_loudness(np.asarray(x, dtype=np.float64)))
 
 
-def _oversampled_abs(x: np.ndarray) -> np.ndarray:
-    """|x| at 4x the rate (soxr, high quality): inter-sample peaks show."""
+def _oversampled_peaks(x: np.ndarray) -> np.ndarray:
+    """Per input sample, the largest |x| among its 4 oversampled points (soxr, high quality):
+    inter-sample peaks show. float32, one value per sample of ``x``."""
     import soxr
 
     x = np.asarray(x, dtype=np.float32)
     if len(x) < 16:
-        return np.abs(np.repeat(x, OVERSAMPLE)).astype(np.float64)
+        return np.abs(x)
     up = soxr.resample(x, 1, OVERSAMPLE, quality="HQ")
-    return np.abs(up[: len(x) * OVERSAMPLE]).astype(np.float64)
+    n = min(len(up) // OVERSAMPLE, len(x))
+    peaks = np.abs(up[: n * OVERSAMPLE]).reshape(n, OVERSAMPLE).max(axis=1)
+    if n < len(x):  # soxr may return a few samples short: the tail keeps its plain peaks
+        peaks = np.concatenate([peaks, np.abs(x[n:])])
+    return np.maximum(peaks, np.abs(x))
 
 
 def true_peak_dbtp(x: np.ndarray) -> float:
     """True peak (dBTP) with 4x oversampling, as BS.1770 Annex 2 (soxr's interpolator)."""
     if len(x) == 0:
         return float("-inf")
-    peak = float(np.max(_oversampled_abs(x)))
+    peak = float(np.max(_oversampled_peaks(x)))
     return 20 * np.log10(peak) if peak > 0 else float("-inf")
 
 
@@ -53,9 +58,7 @@ def limit_peak(x: np.ndarray, rate: int, ceiling_dbtp: float, hold_s: float = 0.
     ceiling = 10 ** (ceiling_dbtp / 20)
     if len(x) == 0:
         return x, float("-inf")
-    over = _oversampled_abs(x)
-    over = np.pad(over, (0, len(x) * OVERSAMPLE - len(over)))
-    peaks = over.reshape(-1, OVERSAMPLE).max(axis=1)
+    peaks = _oversampled_peaks(x).astype(np.float64)
     top = float(np.max(peaks))
     need = 1.0 - np.minimum(1.0, ceiling / np.maximum(peaks, 1e-12))
     if not np.any(need > 0):
