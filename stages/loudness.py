@@ -33,7 +33,10 @@ def _oversampled_peaks(x: np.ndarray) -> np.ndarray:
         return np.abs(x)
     up = soxr.resample(x, 1, OVERSAMPLE, quality="HQ")
     n = min(len(up) // OVERSAMPLE, len(x))
-    peaks = np.abs(up[: n * OVERSAMPLE]).reshape(n, OVERSAMPLE).max(axis=1)
+    a = np.abs(up[: n * OVERSAMPLE])
+    peaks = a[0::OVERSAMPLE].copy()
+    for k in range(1, OVERSAMPLE):  # strided maxima: far quicker than a max over rows of 4
+        np.maximum(peaks, a[k::OVERSAMPLE], out=peaks)
     if n < len(x):  # soxr may return a few samples short: the tail keeps its plain peaks
         peaks = np.concatenate([peaks, np.abs(x[n:])])
     return np.maximum(peaks, np.abs(x))
