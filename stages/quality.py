@@ -446,7 +446,9 @@ def music_share(x16: np.ndarray, segments: np.ndarray, *, max_bin_share: float =
     return float(hp.any(axis=1).mean())
 
 
-def speaker_change(x16: np.ndarray, segments: np.ndarray, *, min_side_s: float = 1.0) -> float:
+def speaker_change(
+    x16: np.ndarray, segments: np.ndarray, *, min_side_s: float = 1.0, mfccs: np.ndarray | None = None
+) -> float:
     """Evidence (nats per frame, BIC-penalised or cross-validated) that the voice changes: above
     0, two voices explain the speech better than one.
 
@@ -458,8 +460,9 @@ def speaker_change(x16: np.ndarray, segments: np.ndarray, *, min_side_s: float =
 
     One voice moves its spectrum with every sound but keeps its average; a second voice moves
     the average. Two similar voices (two men) taking short turns still read as one.
+    ``mfccs`` is ``mfcc(x16)`` when the caller has it (for instance sliced from a longer signal).
     """
-    c = mfcc(x16)
+    c = mfcc(x16) if mfccs is None else mfccs
     if len(c) == 0:
         return 0.0
     mask = frame_mask(len(c), MFCC_HOP_S, MFCC_FRAME_S, segments)
@@ -644,13 +647,24 @@ def measure(x: np.ndarray, sample_rate: int, segments: Any) -> dict[str, Any]:
     }
 
 
-def window_quality_penalty(x: np.ndarray, sample_rate: int, segments: Any) -> float:
+def mfcc_slice(whole: np.ndarray, start_s: float, n_samples: int) -> np.ndarray:
+    """The rows of ``mfcc(x16)`` (of a whole signal) that ``mfcc`` would give for the piece of
+    ``n_samples`` starting at ``start_s``, to within half a hop (5 ms)."""
+    n = max(0, (n_samples - 400) // 160 + 1)
+    i0 = int(round(start_s / MFCC_HOP_S))
+    return whole[i0 : i0 + n]
+
+
+def window_quality_penalty(
+    x: np.ndarray, sample_rate: int, segments: Any, *, mfccs: np.ndarray | None = None
+) -> float:
     """How far a candidate window falls short of clean, steady, single-voice speech: 0 is clean,
     larger is worse (about 1 per 10 dB of SNR under 30 dB, per 4 LU of loudness spread over 8 LU,
     per 0.1 of speaker-change evidence over -0.05, per 0.1 % of clipped samples, and 2 for
     music filling the pauses). ``x`` is the window (mono or ``(channels, frames)``; channel 0 is
-    judged), ``segments`` its speech in seconds from the window's start. About 15-25 ms for a
-    15 s window at 16 kHz; pure, so it can be called on every candidate.
+    judged), ``segments`` its speech in seconds from the window's start, ``mfccs`` the window's
+    MFCCs when the caller has them (see ``mfcc_slice``). About 15-25 ms for a 15 s window at
+    16 kHz; pure, so it can be called on every candidate.
     """
     x = as_mono(x)
     segs = as_segments(segments)
@@ -659,7 +673,7 @@ def window_quality_penalty(x: np.ndarray, sample_rate: int, segments: Any) -> fl
     spread, _ = loudness_spread(x16, ANALYSIS_RATE, segs)
     ratio, _ = clipping(x)
     music = music_share(x16, segs) or 0.0
-    change = speaker_change(x16, segs)
+    change = speaker_change(x16, segs, mfccs=mfccs)
     return float(
         max(0.0, 30.0 - snr) / 10.0
         + max(0.0, spread - 8.0) / 4.0
