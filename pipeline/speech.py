@@ -135,6 +135,9 @@ def webrtc_flags(x16: np.ndarray, mode: int = 2, frame: int = WEBRTC_FRAME, rate
     n = len(x16) // frame
     pcm = (np.clip(x16[: n * frame], -1.0, 1.0) * 32767.0).astype("<i2").tobytes()
     step = frame * 2
+    if isinstance(vad, _WebRtc):  # straight to the C call: a third of the time of the wrapper
+        process, handle = vad._ext.process, vad._vad
+        return np.array([process(handle, rate, pcm[i * step : (i + 1) * step], frame) for i in range(n)], dtype=bool)
     return np.fromiter((vad.is_speech(pcm[i * step : (i + 1) * step], rate) for i in range(n)), dtype=bool, count=n)
 
 
