@@ -355,12 +355,19 @@ def mfcc(x16: np.ndarray, *, n_mfcc: int = 13, n_mels: int = 26, fmax: float = 4
         return np.zeros((0, n_mfcc))
     bank = _mel_bank(ANALYSIS_RATE, 512, n_mels, 60.0, fmax)
     top = int(np.flatnonzero(bank.any(axis=0))[-1]) + 1
-    spec = np.abs(np.fft.rfft(fr * np.hanning(400).astype(np.float32), n=512, axis=1)[:, :top]) ** 2
-    mel = spec @ bank[:, :top].T.astype(np.float32)
-    return np.asarray(np.log(mel + 1e-10) @ _dct_matrix(mel.shape[1])[:, :n_mfcc], dtype=np.float64)
+    window = np.hanning(400).astype(np.float32)
+    weights = bank[:, :top].T.astype(np.float32)
+    dct = _dct_matrix(n_mels)[:, :n_mfcc]
+    out = np.empty((len(fr), n_mfcc))
+    for lo in range(0, len(fr), MFCC_BLOCK):  # 20 s of frames at a time: flat memory on long inputs
+        spec = np.fft.rfft(fr[lo : lo + MFCC_BLOCK] * window, n=512, axis=1)[:, :top]
+        mel = (spec.real**2 + spec.imag**2) @ weights
+        out[lo : lo + MFCC_BLOCK] = np.log(mel + 1e-10) @ dct
+    return out
 
 
 MFCC_HOP_S = 0.01
+MFCC_BLOCK = 2000  # frames per block in ``mfcc``
 MFCC_FRAME_S = 0.025
 
 
