@@ -83,3 +83,25 @@ def test_check_writes_nothing(tmp_path: Path):
     before = {q: q.stat().st_mtime_ns for q in tmp_path.iterdir()}
     main(["check", str(tmp_path)])
     assert {q: q.stat().st_mtime_ns for q in tmp_path.iterdir()} == before
+
+
+def test_console_script_exit_codes_and_piped_output(tmp_path: Path):
+    """The installed entry point (`python -m pipeline`, as the console script): `check` leaves
+    through a fast exit once its output is flushed, so codes and piped lines must survive it."""
+    import subprocess
+    import sys
+
+    short = tmp_path / "short.wav"
+    x, sr = sf.read(FIX / "speech_arctic_slt_16k.wav", dtype="float32")
+    sf.write(short, x, sr, subtype="PCM_16")
+    run = [sys.executable, "-m", "pipeline", "check", "--json"]
+    bad = subprocess.run([*run, str(short), str(FIX / "speech_librivox_16k.wav")], capture_output=True, text=True)
+    assert bad.returncode == 1, bad.stderr
+    rows = [json.loads(line) for line in bad.stdout.splitlines()]
+    assert [r["ok"] for r in rows] == [False, True]
+    assert rows[0]["code"] == "Audio.AudioSilentError" and rows[1]["metrics"]["speech_s"] > 10
+    good = subprocess.run([*run, str(FIX / "speech_librivox_16k.wav")], capture_output=True, text=True)
+    assert good.returncode == 0 and len(good.stdout.splitlines()) == 1
+    usage = subprocess.run([sys.executable, "-m", "pipeline", "check", str(tmp_path / "nope.wav")],
+                           capture_output=True, text=True)
+    assert usage.returncode == 2 and "no such file" in usage.stderr
