@@ -20,6 +20,7 @@ from .numeric import median
 
 VAD_RATE = 16000
 FRAME = 512  # Silero window at 16 kHz: 32 ms
+CONTEXT = 64  # samples of the previous window the model sees with each one
 FRAME_S = FRAME / VAD_RATE
 WEBRTC_FRAME = 160  # 10 ms at 16 kHz
 DETECT_BLOCK = FRAME * 1875  # 60 s: a whole number of Silero (32 ms) and webrtcvad (10 ms) frames
@@ -96,12 +97,13 @@ def to_vad_rate(x: np.ndarray, sample_rate: int) -> np.ndarray:
     return x
 
 
-def silero_probs(x16: np.ndarray, *, chunk_frames: int = 125, warmup_frames: int = 16) -> np.ndarray:
+def silero_probs(x16: np.ndarray, *, chunk_frames: int = 63, warmup_frames: int = 16) -> np.ndarray:
     """Speech probability per 32 ms frame of mono 16 kHz audio (a partial last frame is zero-padded).
 
-    The signal is cut into chunks of ``chunk_frames`` (4 s) that run as one batch through the
-    recurrent model, each primed with ``warmup_frames`` (0.5 s) of the audio before it: about
-    2.5x faster than frame by frame on one core, with the same decisions away from the seams.
+    The signal is cut into chunks of ``chunk_frames`` (2 s) that run as one batch through the
+    recurrent model, each primed with ``warmup_frames`` (0.5 s) of the audio before it (the
+    first starts from the zero state, as a plain pass does): several times faster than frame by
+    frame on one core, with the same decisions away from the seams.
     """
     session = _silero()
     n = int(np.ceil(len(x16) / FRAME))
@@ -109,23 +111,34 @@ def silero_probs(x16: np.ndarray, *, chunk_frames: int = 125, warmup_frames: int
         return np.zeros(0, dtype=np.float32)
     frames = np.zeros((n, FRAME), dtype=np.float32)
     frames.reshape(-1)[: len(x16)] = np.clip(x16, -1.0, 1.0)
-    batch = int(np.ceil(n / chunk_frames))
-    steps = warmup_frames + chunk_frames
-    grid = np.zeros((batch, steps, FRAME), dtype=np.float32)
-    for b in range(batch):
-        lo = b * chunk_frames - warmup_frames
-        src_lo, src_hi = max(lo, 0), min(b * chunk_frames + chunk_frames, n)
-        grid[b, src_lo - lo : src_hi - lo] = frames[src_lo:src_hi]
+    steps = min(chunk_frames + warmup_frames, n)
+    # Chunk 0 is the first `steps` frames, from the model's zero state as in a plain pass; each
+    # later chunk covers the next `chunk_frames` frames after `warmup_frames` of the audio before
+    # them (its outputs over the warm-up are dropped). All run side by side as one batch.
+    starts = list(range(steps, n, chunk_frames))  # first kept frame of chunks 1, 2, ...
+    batch = 1 + len(starts)
+    # Every step's model input built up front, contiguous per step: (steps, batch, 64 + 512), each
+    # frame preceded by the last 64 samples of the frame before it (the model's context).
+    inputs = np.zeros((steps, batch, CONTEXT + FRAME), dtype=np.float32)
+    inputs[:, 0, CONTEXT:] = frames[:steps]
+    for k, s0 in enumerate(starts, start=1):
+        lo = s0 - warmup_frames
+        hi = min(lo + steps, n)
+        inputs[: hi - lo, k, CONTEXT:] = frames[lo:hi]
+    inputs[1:, :, :CONTEXT] = inputs[:-1, :, -CONTEXT:]
     state = np.zeros((2, batch, 128), dtype=np.float32)
-    context = np.zeros((batch, 64), dtype=np.float32)
     rate = np.array(VAD_RATE, dtype=np.int64)
-    probs = np.empty((batch, steps), dtype=np.float32)
+    probs = np.empty((steps, batch), dtype=np.float32)
+    run = session.run
     for t in range(steps):
-        chunk = grid[:, t]
-        out, state = session.run(None, {"input": np.concatenate([context, chunk], axis=1), "state": state, "sr": rate})
-        probs[:, t] = out[:, 0]
-        context = chunk[:, -64:]
-    return probs[:, warmup_frames:].reshape(-1)[:n].copy()
+        out, state = run(None, {"input": inputs[t], "state": state, "sr": rate})
+        probs[t] = out[:, 0]
+    result = np.empty(n, dtype=np.float32)
+    result[:steps] = probs[:, 0]
+    for k, s0 in enumerate(starts, start=1):
+        m = min(chunk_frames, n - s0)
+        result[s0 : s0 + m] = probs[warmup_frames : warmup_frames + m, k]
+    return result
 
 
 def webrtc_flags(x16: np.ndarray, mode: int = 2, frame: int = WEBRTC_FRAME, rate: int = VAD_RATE) -> np.ndarray:
