@@ -100,11 +100,12 @@ def _activity(info: Any) -> np.ndarray:
     return np.concatenate(per_s) if per_s else np.zeros(0)
 
 
-def _best_region(info: Any, chain: Any) -> tuple[float, float] | None:
+def _best_region(info: Any, chain: Any) -> tuple[float, float, list[list[float]]] | None:
     """Scout a long input with flat memory: rank 20 s stretches by coarse activity, then run the
     chain up to `window` (Silero decides) on the best-ranked stretches only, at 16 kHz.
 
-    Returns the region (seconds) around the best window found, or None.
+    Returns the region (seconds) around the best window found and the speech segments (input
+    time) the window stage detected around it, or None.
     """
     upto = chain.until("window")
     rate = SCOUT_RATE if info.sample_rate > SCOUT_RATE else None  # scouting needs no more than the VAD's rate
@@ -116,7 +117,7 @@ def _best_region(info: Any, chain: Any) -> tuple[float, float] | None:
     density = np.convolve(act, np.ones(span), mode="valid")  # speech seconds in each 20 s stretch
     order = np.argsort(-density, kind="stable")
     taken: list[int] = []
-    best: tuple[float, float, float] | None = None
+    best: tuple[float, float, float, list[list[float]]] | None = None
     for start in order:
         if len(taken) >= SCOUT_MAX_REGIONS or density[start] * unit < 5.0:
             break
@@ -134,12 +135,13 @@ def _best_region(info: Any, chain: Any) -> tuple[float, float] | None:
             continue
         score = float(clip.info.get("window_score", 0.0))
         if best is None or score > best[0]:
-            best = (score, seg["start_s"], seg["end_s"])
+            best = (score, seg["start_s"], seg["end_s"], list(clip.info.get("input_speech_segments", [])))
         if best[0] >= QUALIFIED and len(taken) >= SCOUT_MIN_REGIONS:
             break
     if best is None:
         return None
-    return max(best[1] - REGION_PAD_S, 0.0), min(best[2] + REGION_PAD_S, info.duration_s)
+    lo, hi = max(best[1] - REGION_PAD_S, 0.0), min(best[2] + REGION_PAD_S, info.duration_s)
+    return lo, hi, [s for s in best[3] if s[1] > lo and s[0] < hi]
 
 
 def process_file(job: Job, config: Config) -> FileResult:
@@ -152,7 +154,9 @@ def process_file(job: Job, config: Config) -> FileResult:
         long_input = info.duration_s > BLOCK_S and "window" in chain.names()
         region = _best_region(info, chain) if long_input else None
         if region is not None:
-            clip = decode(info, start_s=region[0], end_s=region[1])
+            # Speech in the region was detected while scouting (same stage, same settings, at
+            # 16 kHz): the window stage takes it from there instead of detecting it again.
+            clip = decode(info, start_s=region[0], end_s=region[1]).with_info(speech_hint=region[2])
         else:
             clip = decode(info)
         clip = chain(clip)

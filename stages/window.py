@@ -269,12 +269,32 @@ class Window:
             )
         return best
 
+    def speech(self, clip: Clip, x16: np.ndarray) -> Any:
+        """Speech in the clip: detected, unless the runner already detected it on this stretch of
+        the input while scouting a long recording (``info["speech_hint"]``: segments in input
+        time, found by this stage with these settings), then taken from there."""
+        from pipeline import speech
+
+        hint = clip.info.get("speech_hint")
+        duration = len(x16) / speech.VAD_RATE
+        if hint is not None:
+            segs = np.asarray(hint, dtype=np.float64).reshape(-1, 2) - clip.offset_s
+            segs = np.clip(segs[(segs[:, 1] > 0) & (segs[:, 0] < duration)], 0.0, duration)
+            segs = segs[segs[:, 1] > segs[:, 0]]
+            return speech.SpeechReport(
+                segments=segs,
+                runs=speech.merge_gaps(segs, self.merge_gap_s),
+                probs=np.zeros(0, dtype=np.float32),
+                duration_s=duration,
+            )
+        return speech.detect(x16, speech.VAD_RATE, threshold=self.vad_threshold, merge_gap_s=self.merge_gap_s)
+
     def __call__(self, clip: Clip) -> Clip:
         from pipeline import speech
 
         x = clip.samples[0]
         x16 = speech.to_vad_rate(x, clip.sample_rate)  # detection and the quality re-rank share it
-        report = speech.detect(x16, speech.VAD_RATE, threshold=self.vad_threshold, merge_gap_s=self.merge_gap_s)
+        report = self.speech(clip, x16)
         found = {
             "input_speech_s": round(report.speech_s, 3),
             "input_longest_speech_s": round(report.longest_speech_s, 3),
@@ -311,6 +331,8 @@ class Window:
                 "pauses_shortened": best.shortened,
             },
             speech_segments=inside,
+            input_speech_segments=[[round(float(clip.offset_s + a), 4), round(float(clip.offset_s + b), 4)]
+                                   for a, b in report.segments],
             metrics={**dict(clip.info.get("metrics", {})), **found},
         )
         if best.shortened:

@@ -111,6 +111,36 @@ def test_five_minute_recording(cfg, tmp_path: Path, voice):
     assert res.metrics["input_duration_s"] == pytest.approx(300.0, abs=0.01)
 
 
+def test_long_input_final_pass_reuses_the_scouted_speech(cfg, tmp_path: Path, voice, monkeypatch):
+    """A scouted long input is not run through speech detection again on its final pass: the
+    window stage takes the segments found while scouting, and chooses the same window it would
+    choose by detecting again."""
+    from stages.window import Window
+
+    x, sr = voice
+    room, _ = load("noise_room_ami_16k.flac")
+    y = np.concatenate([room[0] * 0.5, x * 0.6, room[0] * 0.5, x, room[0][: 4 * sr] * 0.5, x * 0.8])
+    y = np.concatenate([y, y])[: sr * 150]
+    path = _write(tmp_path / "long150.wav", y, sr)
+    hinted: list[bool] = []
+    real_speech = Window.speech
+
+    def spy(self, clip, x16):
+        hinted.append(clip.info.get("speech_hint") is not None)
+        return real_speech(self, clip, x16)
+
+    monkeypatch.setattr(Window, "speech", spy)
+    with_hint = process_file(Job(str(path), str(tmp_path / "a.wav")), cfg)
+    assert hinted[-1] and not any(hinted[:-1])  # scouting detects, the final pass reuses
+    monkeypatch.setattr(Window, "speech", lambda self, clip, x16: real_speech(
+        self, clip.replace(info={k: v for k, v in clip.info.items() if k != "speech_hint"}), x16))
+    detected = process_file(Job(str(path), str(tmp_path / "b.wav")), cfg)
+    _assert_good_output(with_hint)
+    _assert_good_output(detected)
+    assert with_hint.segment == pytest.approx(detected.segment, abs=0.05)
+    assert with_hint.metrics["speech_s"] == pytest.approx(detected.metrics["speech_s"], abs=0.3)
+
+
 @pytest.mark.parametrize("level_lufs", [-45.0, -12.0])
 def test_quiet_and_hot_recordings(cfg, tmp_path: Path, voice48, level_lufs: float):
     sr = 48000
