@@ -58,19 +58,27 @@ def main(argv: Sequence[str] | None = None) -> int:
 # Commands that only read files and print: once their output is flushed, nothing is left for the
 # interpreter's teardown to do but free memory and unload numpy/onnxruntime (about 0.1 s).
 FAST_EXIT_COMMANDS = frozenset({"check", "stages"})
+EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, what a shell reports for a tool stopped by a closed pipe
 
 
 def console(argv: Sequence[str] | None = None) -> None:
     """The `voiceprep` console script: ``main`` then exit with its code (fast for `check`)."""
-    args = list(sys.argv[1:] if argv is None else argv)
-    code = main(args)
-    command = next((a for a in args if not a.startswith("-")), None)
-    if command in FAST_EXIT_COMMANDS:
-        import os
+    import os
 
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(code)
+    args = list(sys.argv[1:] if argv is None else argv)
+    try:
+        code = main(args)
+        command = next((a for a in args if not a.startswith("-")), None)
+        if command in FAST_EXIT_COMMANDS:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(code)
+    except BrokenPipeError:
+        # The reader went away (`voiceprep check --json dir | head -1`): stop quietly, as the
+        # shell's own tools do, instead of a traceback.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os._exit(EXIT_BROKEN_PIPE)
     sys.exit(code)
 
 

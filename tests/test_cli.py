@@ -105,3 +105,20 @@ def test_console_script_exit_codes_and_piped_output(tmp_path: Path):
     usage = subprocess.run([sys.executable, "-m", "pipeline", "check", str(tmp_path / "nope.wav")],
                            capture_output=True, text=True)
     assert usage.returncode == 2 and "no such file" in usage.stderr
+
+
+def test_closed_pipe_stops_quietly():
+    """`voiceprep check --json DIR | head -1`: when the reader goes away, no traceback."""
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen([sys.executable, "-m", "pipeline", "check", "--json", str(FIX)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert proc.stdout is not None and proc.stderr is not None
+    first = proc.stdout.readline()
+    assert json.loads(first)["path"].startswith(str(FIX))
+    proc.stdout.close()
+    err = proc.stderr.read().decode()
+    proc.stderr.close()
+    assert proc.wait(timeout=120) == 141
+    assert "Traceback" not in err
