@@ -5,9 +5,8 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
-from .clip import Clip
+from .clip import Clip, SourceInfo
 from .config import Config, load
 from .errors import PipelineError
 from .verdict import Verdict
@@ -52,7 +51,7 @@ def check(path: str | os.PathLike[str], config: Config | None = None) -> Verdict
     )
 
 
-def _streamed_clip(info: Any, rate: int | None, cfg: Config) -> Any:
+def _streamed_clip(info: SourceInfo, rate: int | None, cfg: Config) -> Clip:
     """The first channel of a long input, decoded in blocks: speech is detected over the whole
     file as the blocks pass (with the `validate` stage's settings), the peak is tracked, and
     only the first ``STREAM_CHECK_S`` seconds are kept as the clip's samples. ``validate`` reads

