@@ -23,7 +23,7 @@ def check(path: str | os.PathLike[str], config: Config | None = None) -> Verdict
     """
     from . import audio_io
 
-    cfg = config if config is not None else load()
+    cfg = config if config is not None else load(chains=("check",))
     p = os.fspath(path)
     try:
         info = audio_io.probe(p)

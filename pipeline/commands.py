@@ -46,12 +46,12 @@ def register(sub: Any) -> None:
     register_run(sub)
 
 
-def _config(path: str | None) -> Any:
+def _config(path: str | None, chains: tuple[str, ...] = ("check", "run")) -> Any:
     from .config import load
     from .errors import ConfigError
 
     try:
-        return load(path)
+        return load(path, chains=chains)
     except ConfigError as exc:
         sys.stderr.write(f"voiceprep: config error: {exc}\n")
         return None
@@ -60,7 +60,7 @@ def _config(path: str | None) -> Any:
 def cmd_check(args: argparse.Namespace) -> int:
     from .api import check, expand
 
-    cfg = _config(args.config)
+    cfg = _config(args.config, ("check",))  # the `run` chain is neither built nor imported
     if cfg is None:
         return 2
     files = expand(args.paths)

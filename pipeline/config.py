@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,12 +27,38 @@ def default_config_path() -> Path:
 
 @dataclass(frozen=True)
 class Config:
-    """A loaded pipeline.yaml: the `check` chain, the `run` chain and the raw `enroll` section."""
+    """A loaded pipeline.yaml: the `check` chain, the `run` chain and the raw `enroll` section.
 
-    check: Pipeline
-    run: Pipeline
+    Each chain is built (and strictly validated) from its YAML list on first use; ``load`` and
+    ``parse`` build the chains they are asked for up front, so a bad one fails before any audio.
+    """
+
+    check_spec: Any = None
+    run_spec: Any = None
     enroll: Mapping[str, Any] = field(default_factory=dict)
     path: str | None = None
+
+    @functools.cached_property
+    def check(self) -> Pipeline:
+        return self._chain("check")
+
+    @functools.cached_property
+    def run(self) -> Pipeline:
+        return self._chain("run")
+
+    def with_run(self, chain: Pipeline) -> Config:
+        """This config with ``chain`` as its `run` chain (e.g. a chain without its enroll stage)."""
+        new = dataclasses.replace(self)
+        new.__dict__["run"] = chain  # the cached_property's slot: `run` is now this chain
+        if "check" in self.__dict__:
+            new.__dict__["check"] = self.__dict__["check"]
+        return new
+
+    def _chain(self, where: str) -> Pipeline:
+        try:
+            return build_chain(self.check_spec if where == "check" else self.run_spec, where)
+        except ConfigError as exc:
+            raise ConfigError(exc.message, source=self.path) from None
 
 
 def build_chain(spec: Any, where: str) -> Pipeline:
@@ -57,8 +85,12 @@ def build_chain(spec: Any, where: str) -> Pipeline:
     return Pipeline(tuple(stages))
 
 
-def parse(data: Any, source: str | None = None) -> Config:
-    """Validate a parsed YAML document and build its chains."""
+CHAINS = ("check", "run")
+
+
+def parse(data: Any, source: str | None = None, *, chains: tuple[str, ...] = CHAINS) -> Config:
+    """Validate a parsed YAML document and build the ``chains`` named (both by default; a chain
+    left out is validated when first used: `voiceprep check` builds only `check`)."""
     if data is None:
         data = {}
     if not isinstance(data, Mapping):
@@ -66,19 +98,17 @@ def parse(data: Any, source: str | None = None) -> Config:
     unknown = sorted(set(data) - set(TOP_LEVEL_KEYS))
     if unknown:
         raise ConfigError(f"unknown key {unknown[0]!r}; valid keys: {', '.join(TOP_LEVEL_KEYS)}", source=source)
-    try:
-        check = build_chain(data.get("check"), "check")
-        run = build_chain(data.get("run"), "run")
-    except ConfigError as exc:
-        raise ConfigError(exc.message, source=source) from None
     enroll = data.get("enroll") or {}
     if not isinstance(enroll, Mapping):
         raise ConfigError("`enroll` must be a mapping", source=source)
-    return Config(check=check, run=run, enroll=dict(enroll), path=source)
+    config = Config(check_spec=data.get("check"), run_spec=data.get("run"), enroll=dict(enroll), path=source)
+    for name in chains:
+        getattr(config, name)  # builds it now: a bad chain fails here
+    return config
 
 
-def load(path: str | Path | None = None) -> Config:
-    """Load a pipeline.yaml (the bundled default when ``path`` is None)."""
+def load(path: str | Path | None = None, *, chains: tuple[str, ...] = CHAINS) -> Config:
+    """Load a pipeline.yaml (the bundled default when ``path`` is None); see ``parse`` for ``chains``."""
     import yaml
 
     p = Path(path) if path is not None else default_config_path()
@@ -92,4 +122,4 @@ def load(path: str | Path | None = None) -> Config:
         data = yaml.load(text, Loader=loader)  # noqa: S506
     except yaml.YAMLError as exc:
         raise ConfigError(f"not valid YAML: {str(exc).splitlines()[0]}", source=str(p)) from None
-    return parse(data, str(p))
+    return parse(data, str(p), chains=chains)

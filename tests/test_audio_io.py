@@ -180,3 +180,50 @@ def test_write_wav_atomic_leaves_no_temp_and_is_exact(tmp_path: Path):
     back, sr = sf.read(out, dtype="int16")
     assert sr == 24000 and back.tolist() == list(range(-100, 100))
     assert [p.name for p in out.parent.iterdir()] == ["o.wav"]
+
+
+def _with_chunk_before_data(src: bytes, cid: bytes, body: bytes) -> bytes:
+    """``src`` (a canonical 44-byte-header WAV) with an extra chunk between `fmt ` and `data`."""
+    import struct
+
+    data_at = src.index(b"data")
+    extra = cid + struct.pack("<I", len(body)) + body + (b"\x00" if len(body) % 2 else b"")
+    out = src[:data_at] + extra + src[data_at:]
+    return out[:4] + struct.pack("<I", len(out) - 8) + out[8:]
+
+
+@pytest.mark.parametrize("variant", ["mono", "stereo", "wavex", "odd_chunk", "not_pcm16"])
+def test_pcm16_wav_read_without_libsndfile_matches_it(tmp_path: Path, speech, variant):
+    """Plain 16-bit PCM WAV is read with numpy alone; samples, facts and regions equal libsndfile's."""
+    x, sr = speech
+    rng = np.random.default_rng(3)
+    sig = np.stack([x[0], 0.3 * rng.standard_normal(x.shape[1])]) if variant == "stereo" else x[:1]
+    p = tmp_path / f"{variant}.wav"
+    fmt, subtype = ("WAVEX", "PCM_16") if variant == "wavex" else ("WAV", "PCM_24" if variant == "not_pcm16" else "PCM_16")
+    sf.write(p, sig.T, sr, format=fmt, subtype=subtype)
+    if variant == "odd_chunk":
+        p.write_bytes(_with_chunk_before_data(p.read_bytes(), b"LIST", b"INFOISFT\x03\x00\x00\x00ab\x00"))
+    fast = audio_io._pcm16_layout(str(p), p.stat().st_size)
+    assert (fast is None) == (variant == "not_pcm16")
+    ref, _ = sf.read(p, dtype="float32", always_2d=True)
+    info = audio_io.probe(p)
+    assert (info.channels, info.sample_rate) == (sig.shape[0], sr)
+    assert info.bit_depth == (24 if variant == "not_pcm16" else 16)
+    assert abs(info.duration_s - sig.shape[1] / sr) < 1e-9
+    clip = audio_io.decode(info)
+    np.testing.assert_array_equal(clip.samples, ref.T)  # bit-exact: int16 / 32768 either way
+    part = audio_io.decode(info, start_s=11.5, end_s=23.25)  # crosses a 10 s decode block
+    np.testing.assert_array_equal(part.samples, ref.T[:, int(11.5 * sr) : int(23.25 * sr)])
+
+
+def test_pcm16_wav_cut_inside_its_data_is_a_decoder_error_and_a_slight_cut_decodes(tmp_path: Path, speech):
+    x, sr = speech
+    p = tmp_path / "full.wav"
+    sf.write(p, x[0], sr, subtype="PCM_16")
+    whole = p.read_bytes()
+    slight = _bad(tmp_path, "slight.wav", whole[: len(whole) - 2 * 100])  # 100 samples short of the header
+    clip = audio_io.decode(slight)
+    assert clip.frames == x.shape[1] - 100
+    with pytest.raises(PipelineError) as err:
+        audio_io.decode(_bad(tmp_path, "half.wav", whole[: len(whole) // 2]))
+    assert err.value.code == "Audio.DecoderError" and "truncated" in err.value.message

@@ -94,3 +94,30 @@ def test_int_is_accepted_for_float_and_null_options(tmp_path: Path):
     cfg = _load_text(tmp_path, "run:\n  - loudness: {target_lufs: -18}\n  - encode\n  - edges:\n")
     assert cfg.run.stages[0].target_lufs == -18.0
     assert cfg.run.names() == ["loudness", "encode", "edges"]
+
+
+def test_check_builds_only_its_chain_and_run_fails_on_first_use(tmp_path: Path, capsys):
+    p = tmp_path / "half.yaml"
+    p.write_text("check:\n  - validate: {max_duration_s: 30}\nrun:\n  - loudness: {target: -18}\n")
+    cfg = config.load(p, chains=("check",))
+    assert cfg.check.stages[0].max_duration_s == 30.0
+    with pytest.raises(ConfigError) as exc:
+        cfg.run  # noqa: B018 - built (and rejected) on first use
+    assert "no option 'target'" in str(exc.value) and str(p) in str(exc.value)
+    with pytest.raises(ConfigError):
+        config.load(p)  # both chains by default: the bad `run` fails at load
+    wav = ROOT / "fixtures" / "speech_librivox_16k.wav"
+    assert main(["check", "--config", str(p), str(wav)]) in (0, 1)  # check never reads `run`
+    assert main(["run", "--config", str(p), str(wav), "--out", str(tmp_path / "out")]) == 2
+    assert "no option 'target'" in capsys.readouterr().err
+
+
+def test_with_run_replaces_the_run_chain_and_pickles(tmp_path: Path):
+    import pickle
+
+    cfg = config.load()
+    chain = cfg.run.until("encode")
+    other = cfg.with_run(chain)
+    assert other.run.names() == chain.names() and cfg.run.names() != chain.names()
+    back = pickle.loads(pickle.dumps(other))
+    assert back.run.names() == chain.names() and back.check.names() == cfg.check.names()

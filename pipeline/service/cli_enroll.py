@@ -126,7 +126,6 @@ def _print_json(obj: Any) -> None:
 
 
 def cmd_enroll(args: argparse.Namespace) -> int:
-    import dataclasses
 
     from pipeline.errors import ConfigError
     from pipeline.pipeline import Pipeline
@@ -165,7 +164,7 @@ def cmd_enroll(args: argparse.Namespace) -> int:
             from pipeline.runner import run_paths
 
             chain = Pipeline(tuple(s for s in cfg.run if s.name != "enroll"))  # enrolled below, once
-            prepared = run_paths(args.paths, out, dataclasses.replace(cfg, run=chain), jobs=args.jobs)
+            prepared = run_paths(args.paths, out, cfg.with_run(chain), jobs=args.jobs)
         if not prepared:
             _err("error: no audio files found in " + ", ".join(args.paths))
             return EXIT_USAGE
