@@ -122,3 +122,34 @@ def test_closed_pipe_stops_quietly():
     proc.stderr.close()
     assert proc.wait(timeout=120) == 141
     assert "Traceback" not in err
+
+
+def test_console_script_runs_numpy_on_one_blas_thread():
+    """The entry point asks BLAS for one thread before numpy loads (its helper thread only spun);
+    a number the user set is kept. Threads are counted in /proc, so this is Linux-only."""
+    import os
+    import subprocess
+    import sys
+
+    import pytest
+
+    if not os.path.isdir("/proc/self/task") or (os.cpu_count() or 1) < 2:
+        pytest.skip("needs Linux /proc and at least two cores (the BLAS default is one thread per core)")
+    probe = (
+        "import os, sys\n"
+        "from pipeline import cli\n"
+        "if sys.argv[1] == 'console':\n"
+        "    cli.one_blas_thread()\n"
+        "import numpy\n"
+        "print(len(os.listdir('/proc/self/task')), os.environ.get('OPENBLAS_NUM_THREADS'))\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k not in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")}
+
+    def threads(mode: str, **extra: str) -> tuple[int, str]:
+        out = subprocess.run([sys.executable, "-c", probe, mode], capture_output=True, text=True, check=True,
+                             env={**env, **extra}).stdout.split()
+        return int(out[0]), out[1]
+
+    assert threads("console") == (1, "1")
+    assert threads("library")[0] > 1  # a plain import leaves the library's default alone
+    assert threads("console", OPENBLAS_NUM_THREADS="2") == (2, "2")

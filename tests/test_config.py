@@ -102,7 +102,7 @@ def test_check_builds_only_its_chain_and_run_fails_on_first_use(tmp_path: Path, 
     cfg = config.load(p, chains=("check",))
     assert cfg.check.stages[0].max_duration_s == 30.0
     with pytest.raises(ConfigError) as exc:
-        cfg.run  # noqa: B018 - built (and rejected) on first use
+        _ = cfg.run  # built (and rejected) on first use
     assert "no option 'target'" in str(exc.value) and str(p) in str(exc.value)
     with pytest.raises(ConfigError):
         config.load(p)  # both chains by default: the bad `run` fails at load
