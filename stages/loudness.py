@@ -50,34 +50,55 @@ def true_peak_dbtp(x: np.ndarray) -> float:
     return 20 * np.log10(peak) if peak > 0 else float("-inf")
 
 
-def limit_peak(x: np.ndarray, rate: int, ceiling_dbtp: float, hold_s: float = 0.01) -> tuple[np.ndarray, float]:
-    """Bring true peaks under ``ceiling_dbtp`` with a smooth, look-ahead gain curve; returns the
-    audio and its true peak (dBTP), measured on the way so callers need not oversample again.
+def _reduction(peaks: np.ndarray, rate: int, ceiling: float, hold_s: float) -> np.ndarray | None:
+    """The smooth gain reduction (0-1 per sample) that brings ``peaks`` (per-sample oversampled
+    peaks) under ``ceiling``, or None when none is needed.
 
-    The needed gain reduction per sample (from 4x oversampled peaks) is held for ``hold_s`` and
-    averaged over half that, so the gain falls before each peak and recovers after it without
-    clicks; a final static trim catches what the smoothing left.
+    The needed reduction is held for ``hold_s`` and averaged over half that, so the gain falls
+    before each peak and recovers after it without clicks.
     """
-    ceiling = 10 ** (ceiling_dbtp / 20)
-    if len(x) == 0:
-        return x, float("-inf")
-    peaks = _oversampled_peaks(x).astype(np.float64)
-    top = float(np.max(peaks))
-    need = 1.0 - np.minimum(1.0, ceiling / np.maximum(peaks, 1e-12))
+    need = 1.0 - np.minimum(1.0, ceiling / np.maximum(peaks.astype(np.float64), 1e-12))
     if not np.any(need > 0):
-        return x, (20 * np.log10(top) if top > 0 else float("-inf"))
+        return None
     from scipy.ndimage import maximum_filter1d, uniform_filter1d
 
     hold = max(int(hold_s * rate), 3)
-    reduction = uniform_filter1d(
-        maximum_filter1d(need, size=hold, mode="nearest"), size=max(hold // 2, 1), mode="nearest"
-    )
-    y = (x * (1.0 - reduction)).astype(np.float32)
+    return uniform_filter1d(maximum_filter1d(need, size=hold, mode="nearest"), size=max(hold // 2, 1), mode="nearest")
+
+
+def _gained_and_limited(
+    x: np.ndarray, peaks: np.ndarray, gain: float, rate: int, ceiling_dbtp: float, hold_s: float
+) -> tuple[np.ndarray, bool]:
+    """``gain * x`` with its true peaks brought under the ceiling, from the oversampled ``peaks``
+    of ``x`` (oversampling is linear: the gained signal's peaks are ``gain * peaks``, so no
+    second oversampling is needed). Returns (audio, whether the limiter acted)."""
+    red = _reduction(peaks * np.float32(gain), rate, 10 ** (ceiling_dbtp / 20), hold_s)
+    if red is None:
+        return (x * np.float32(gain)).astype(np.float32, copy=False), False
+    return (x * (gain * (1.0 - red))).astype(np.float32), True
+
+
+def _trim_to_ceiling(y: np.ndarray, ceiling_dbtp: float) -> tuple[np.ndarray, float, float]:
+    """Measure the true peak of ``y``; a static trim catches what the limiter's smoothing left.
+    Returns (audio, true peak dBTP, trim dB (<= 0))."""
     tp = true_peak_dbtp(y)
-    if tp > ceiling_dbtp:  # a static trim scales the oversampled peaks by exactly its gain
-        trim_db = ceiling_dbtp - tp - 0.01
-        y = (y * 10 ** (trim_db / 20)).astype(np.float32)
-        tp += trim_db
+    if tp <= ceiling_dbtp:
+        return y, tp, 0.0
+    trim_db = ceiling_dbtp - tp - 0.01  # a static gain scales the oversampled peaks by exactly itself
+    return (y * 10 ** (trim_db / 20)).astype(np.float32), tp + trim_db, trim_db
+
+
+def limit_peak(x: np.ndarray, rate: int, ceiling_dbtp: float, hold_s: float = 0.01) -> tuple[np.ndarray, float]:
+    """Bring true peaks under ``ceiling_dbtp`` with a smooth, look-ahead gain curve; returns the
+    audio and its true peak (dBTP), measured on the way so callers need not oversample again."""
+    if len(x) == 0:
+        return x, float("-inf")
+    peaks = _oversampled_peaks(x)
+    red = _reduction(peaks, rate, 10 ** (ceiling_dbtp / 20), hold_s)
+    if red is None:
+        top = float(np.max(peaks))
+        return x, (20 * np.log10(top) if top > 0 else float("-inf"))
+    y, tp, _ = _trim_to_ceiling((x * (1.0 - red)).astype(np.float32), ceiling_dbtp)
     return y, tp
 
 
@@ -87,34 +108,43 @@ def limit(x: np.ndarray, rate: int, ceiling_dbtp: float, hold_s: float = 0.01) -
 
 
 def normalize(
-    x: np.ndarray, rate: int, target_lufs: float, ceiling_dbtp: float, max_gain_db: float
+    x: np.ndarray, rate: int, target_lufs: float, ceiling_dbtp: float, max_gain_db: float, hold_s: float = 0.01
 ) -> tuple[np.ndarray, float, float, float]:
     """Gain to ``target_lufs`` then limit to ``ceiling_dbtp``; a few make-up rounds keep loudness on target.
 
-    Gain changes loudness by exactly its dB, so loudness is re-measured only after the limiter
-    has touched the audio. Returns (audio, gain applied in dB, final LUFS, final dBTP).
+    Every round applies its total gain and the limiter to the input itself (no limiting of
+    limited audio), with the limiter driven by the input's oversampled peaks scaled by the gain:
+    the input is oversampled once, the result once more to measure its true peak. Gain changes
+    loudness by exactly its dB, so loudness is re-measured only when the limiter acted.
+    Returns (audio, gain applied in dB, final LUFS, final dBTP).
     """
     before = integrated_lufs(x, rate)
     if not np.isfinite(before):
         return x, 0.0, before, true_peak_dbtp(x)
-    y = x.astype(np.float32)
+    x = np.asarray(x, dtype=np.float32)
+    peaks = _oversampled_peaks(x)
     total, now = 0.0, before
-    tp: float | None = None
+    y, limited = x, False
     for _ in range(4):
         step = float(np.clip(target_lufs - now, -60.0, max_gain_db - total))
         if abs(step) < 0.05:
             break
         total += step
-        gained = (y * 10 ** (step / 20)).astype(np.float32)
-        y, tp = limit_peak(gained, rate, ceiling_dbtp)
+        y, limited = _gained_and_limited(x, peaks, 10 ** (total / 20), rate, ceiling_dbtp, hold_s)
         # Untouched by the limiter, loudness moved by the gain, unless blocks crossed the -70 LUFS
         # absolute gate (very quiet input): measured again then.
-        now = now + step if y is gained and now > -60.0 else integrated_lufs(y, rate)
-    if tp is None:  # no gain was needed: still keep the peaks under the ceiling
-        limited, tp = limit_peak(y, rate, ceiling_dbtp)
-        if limited is not y:
-            y, now = limited, integrated_lufs(limited, rate)
-    return y, total, now, tp
+        now = before + total if not limited and min(before, before + total) > -60.0 else integrated_lufs(y, rate)
+    if total == 0.0:  # no gain was needed: still keep the peaks under the ceiling
+        y, limited = _gained_and_limited(x, peaks, 1.0, rate, ceiling_dbtp, hold_s)
+        if not limited:
+            top = float(np.max(peaks))
+            return x, 0.0, now, (20 * np.log10(top) if top > 0 else float("-inf"))
+        now = integrated_lufs(y, rate)
+    if not limited:  # a plain gain: the true peak is the input's, scaled
+        top = float(np.max(peaks)) * 10 ** (total / 20)
+        return y, total, now, (20 * np.log10(top) if top > 0 else float("-inf"))
+    y, tp, trim_db = _trim_to_ceiling(y, ceiling_dbtp)
+    return y, total + trim_db, now + trim_db, tp
 
 
 @register
