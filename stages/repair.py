@@ -31,19 +31,22 @@ def highpass(x: np.ndarray, sample_rate: int, cutoff_hz: float) -> np.ndarray:
 
 
 def notch_hum(x: np.ndarray, sample_rate: int, freq_hz: float, harmonics: int = 4, q_factor: float = 30.0) -> np.ndarray:
-    """Zero-phase notches at ``freq_hz`` and its first ``harmonics`` multiples (bandwidth f/Q)."""
-    from scipy.signal import filtfilt, iirnotch
+    """Zero-phase notches at ``freq_hz`` and its first ``harmonics`` multiples (bandwidth f/Q),
+    run as one cascade of second-order sections forwards and backwards."""
+    from scipy.signal import iirnotch, sosfiltfilt
 
-    y = np.asarray(x, dtype=np.float64)
-    if y.shape[-1] < 64:
+    if x.shape[-1] < 64:
         return np.asarray(x, dtype=np.float32)
+    sections = []
     for k in range(1, harmonics + 1):
         f = freq_hz * k
         if f >= 0.45 * sample_rate:
             break
         b, a = iirnotch(f, q_factor, fs=sample_rate)
-        y = filtfilt(b, a, y, axis=-1)
-    return y.astype(np.float32)
+        sections.append(np.concatenate([b, a]))
+    if not sections:
+        return np.asarray(x, dtype=np.float32)
+    return np.asarray(sosfiltfilt(np.array(sections), np.asarray(x, dtype=np.float64), axis=-1), dtype=np.float32)
 
 
 def denoise(x: np.ndarray, sample_rate: int) -> np.ndarray:
@@ -97,8 +100,9 @@ class Repair:
         records: list[dict[str, Any]] = []
 
         def analysed(y: np.ndarray) -> np.ndarray:
-            """Channel 0 at the analysis rate: every measure below reads this."""
-            return q.to_rate(q.as_mono(y), rate)
+            """Channel 0 at the analysis rate: every measure below reads this (resampled from
+            float32 as it is: no float64 round trip before soxr)."""
+            return q.to_rate(y[0] if y.ndim == 2 else y, rate)
 
         x16 = analysed(x)
 
