@@ -645,12 +645,14 @@ def measure(x: np.ndarray, sample_rate: int, segments: Any) -> dict[str, Any]:
     }
 
 
-def mfcc_slice(whole: np.ndarray, start_s: float, n_samples: int) -> np.ndarray:
+def mfcc_slice(whole: np.ndarray, start_s: float, n_samples: int, first_frame: int = 0) -> np.ndarray:
     """The rows of ``mfcc(x16)`` (of a whole signal) that ``mfcc`` would give for the piece of
-    ``n_samples`` starting at ``start_s``, to within half a hop (5 ms)."""
+    ``n_samples`` starting at ``start_s``, to within half a hop (5 ms). ``whole`` may be the
+    MFCCs of the signal from frame ``first_frame`` on (``mfcc(x16[160 * first_frame:])``: the
+    same rows, as frames are not centred)."""
     n = max(0, (n_samples - 400) // 160 + 1)
-    i0 = int(round(start_s / MFCC_HOP_S))
-    return whole[i0 : i0 + n]
+    i0 = int(round(start_s / MFCC_HOP_S)) - first_frame
+    return whole[max(i0, 0) : max(i0, 0) + n]
 
 
 def window_quality_penalty(

@@ -223,17 +223,22 @@ class Window:
         if len(near) < 2 or self.quality_weight == 0:
             return ranked[0]
         from pipeline.speech import VAD_RATE, to_vad_rate
-        from stages.quality import mfcc, mfcc_slice, window_quality_penalty
+        from stages.quality import MFCC_HOP_S, mfcc, mfcc_slice, window_quality_penalty
 
         if x16 is None:
             x16 = to_vad_rate(x, rate)  # once, not once per candidate
-        coefs = mfcc(x16)  # once for the whole input; each candidate takes its rows
+        # MFCCs once, over the stretch the near-best candidates span (not the whole input); each
+        # candidate takes its rows. Frames are 10 ms apart and not centred, so the stretch starting
+        # on a frame boundary gives exactly the rows of the whole input.
+        first = int(round(min(c.pieces[0][0] for c in near) / MFCC_HOP_S))
+        end = int(max(c.pieces[-1][1] for c in near) * VAD_RATE) + 400 + 160
+        coefs = mfcc(x16[160 * first : end])
 
         def judged(c: Candidate) -> float:
             a, b = c.pieces[0][0], c.pieces[-1][1]
             inside = [[max(s, a) - a, min(e, b) - a] for s, e in segments if e > a and s < b]
             piece = x16[int(a * VAD_RATE) : int(b * VAD_RATE)]
-            pen = window_quality_penalty(piece, VAD_RATE, inside, mfccs=mfcc_slice(coefs, a, len(piece)))
+            pen = window_quality_penalty(piece, VAD_RATE, inside, mfccs=mfcc_slice(coefs, a, len(piece), first))
             return self.score(c) - self.quality_weight * pen
 
         return max(near, key=judged)

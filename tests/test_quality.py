@@ -401,3 +401,29 @@ def test_snr_and_spread_do_not_depend_on_gain(gain_db: float):
     g = 10 ** (gain_db / 20)
     assert q.snr_estimate(g * y, R, segs)[0] == pytest.approx(q.snr_estimate(y, R, segs)[0], abs=0.05)
     assert q.loudness_spread(g * y, R, segs)[0] == pytest.approx(q.loudness_spread(y, R, segs)[0], abs=0.05)
+
+
+@settings(max_examples=25, deadline=None)
+@given(first=st.integers(0, 800), start_s=st.floats(0.0, 14.0), length_s=st.floats(0.5, 6.0))
+def test_mfccs_of_a_stretch_are_the_rows_of_the_whole(first: int, start_s: float, length_s: float):
+    """The window stage computes MFCCs only over the stretch its candidates span: starting on a
+    frame boundary, they must be exactly the rows of the whole signal's MFCCs."""
+    x16 = _librivox16()[: 16000 * 22]
+    whole = q.mfcc(x16)
+    part = q.mfcc(x16[160 * first :])
+    np.testing.assert_allclose(part, whole[first:], rtol=1e-5, atol=1e-5)
+    start_s = max(start_s, first * q.MFCC_HOP_S)
+    n = int(length_s * 16000)
+    np.testing.assert_allclose(
+        q.mfcc_slice(part, start_s, n, first), q.mfcc_slice(whole, start_s, n), rtol=1e-5, atol=1e-5
+    )
+
+
+@lru_cache(maxsize=1)
+def _librivox16() -> np.ndarray:
+    import soundfile as sf
+    from conftest import FIXTURES
+
+    x, sr = sf.read(FIXTURES / "speech_librivox_16k.wav", dtype="float32")
+    assert sr == 16000
+    return x
