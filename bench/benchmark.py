@@ -161,24 +161,54 @@ for _ in range(3):
         process_file(Job(str(f), str(out / (f.stem + ".wav"))), cfg)
     print(time.perf_counter() - t, time.process_time() - c)
 """
-REPEATS = 3  # this kind of virtual machine varies by +-20 % from run to run: medians are quoted
+REPEATS = 5  # this kind of virtual machine varies by +-20 % from minute to minute: medians are quoted
+FFMPEG_CHAIN = (
+    "silenceremove=start_periods=1:start_threshold=-50dB:stop_periods=-1:stop_duration=1:stop_threshold=-50dB,"
+    "loudnorm=I=-20:TP=-1.5,aresample=24000"
+)
 
 
-def bench_run(tmp: Path) -> dict[str, float]:
+def _ffmpeg_pass(mixed: Path, out: Path) -> tuple[float, float]:
+    """Wall and CPU seconds of the equivalent ffmpeg command on every file of ``mixed``, one
+    process per file (silenceremove + loudnorm + aresample + 16-bit WAV, at most 20 s)."""
+    import resource
+
+    out.mkdir(parents=True, exist_ok=True)
+    t = time.perf_counter()
+    ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+    c = ru.ru_utime + ru.ru_stime
+    for f in sorted(mixed.iterdir()):
+        subprocess.run(
+            ["ffmpeg", "-v", "error", "-y", "-threads", "1", "-i", str(f), "-af", FFMPEG_CHAIN, "-ac", "1", "-t", "20",
+             "-c:a", "pcm_s16le", str(out / (f.stem + ".wav"))],
+            check=True,
+        )
+    wall = time.perf_counter() - t
+    ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return wall, ru.ru_utime + ru.ru_stime - c
+
+
+def bench_run(tmp: Path, *, with_ffmpeg: bool = True) -> dict[str, Any]:
+    """Fresh `voiceprep run --jobs 1` over the mixed folder; with ffmpeg, its equivalent pass runs
+    right after each repeat, so both see the same state of the machine and the ratio is fair."""
     mixed = tmp / "mixed"
     total = build_mixed(mixed) if not mixed.exists() else sum(m[1] for m in MIXED)
     out = tmp / "out_run"
-    walls, cpus, rss = [], [], 0
+    with_ffmpeg = with_ffmpeg and shutil.which("ffmpeg") is not None
+    runs: list[tuple[float, float]] = []
+    ffmpeg: list[tuple[float, float]] = []
+    rss = 0
     for _ in range(REPEATS):
         shutil.rmtree(out, ignore_errors=True)
         wall, peak, stdout, cpu = _timed([*VOICEPREP, "run", str(mixed), "--out", str(out), "--jobs", "1", "-q"])
-        walls.append(wall)
-        cpus.append(cpu)
+        runs.append((wall, cpu))
         rss = max(rss, peak)
-    wall, cpu = statistics.median(walls), statistics.median(cpus)
+        if with_ffmpeg:
+            ffmpeg.append(_ffmpeg_pass(mixed, tmp / "out_ffmpeg"))
+    wall, cpu = statistics.median(r[0] for r in runs), statistics.median(r[1] for r in runs)
     ok = stdout.strip().splitlines()[-1] if stdout.strip() else ""
     # The same files in one warm process: what each further file of a long batch costs, without
-    # the ~2 s a fresh worker spends importing numpy, scipy.signal (via pyloudnorm), PyAV, onnxruntime.
+    # the start-up a fresh worker spends importing numpy, scipy.signal (via pyloudnorm), PyAV, onnxruntime.
     steady = subprocess.run(
         [sys.executable, "-c", _STEADY, str(mixed), str(out / "steady")],
         capture_output=True, text=True, check=True, cwd=ROOT, env=ENV,
@@ -186,7 +216,7 @@ def bench_run(tmp: Path) -> dict[str, float]:
     rows = [line.split() for line in steady.stdout.splitlines() if line.strip()]
     steady_wall = statistics.median(float(r[0]) for r in rows)
     steady_cpu = statistics.median(float(r[1]) for r in rows)
-    return {
+    result: dict[str, Any] = {
         "run_mixed_steady_wall_s": round(steady_wall, 2),
         "run_mixed_steady_cpu_s": round(steady_cpu, 2),
         "run_mixed_steady_x_realtime_per_core": _per_core(total, steady_wall, steady_cpu),
@@ -194,9 +224,23 @@ def bench_run(tmp: Path) -> dict[str, float]:
         "run_mixed_wall_s": round(wall, 2),
         "run_mixed_cpu_s": round(cpu, 2),
         "run_mixed_x_realtime_per_core": _per_core(total, wall, cpu),
+        "run_mixed_best_x_realtime_per_core": max(_per_core(total, w, c) for w, c in runs),
+        "run_mixed_worst_x_realtime_per_core": min(_per_core(total, w, c) for w, c in runs),
         "run_mixed_peak_rss_mb": round(rss / 1024, 1),
-        "run_mixed_summary": ok,  # type: ignore[dict-item]
+        "run_mixed_summary": ok,
     }
+    if ffmpeg:
+        fw, fc = statistics.median(r[0] for r in ffmpeg), statistics.median(r[1] for r in ffmpeg)
+        result.update({
+            "ffmpeg_wall_s": round(fw, 2),
+            "ffmpeg_cpu_s": round(fc, 2),
+            "ffmpeg_x_realtime_per_core": _per_core(total, fw, fc),
+            # per repeat, voiceprep's speed over ffmpeg's (both per core, back to back): its median
+            "voiceprep_vs_ffmpeg_speed_ratio": round(statistics.median(
+                _per_core(total, w, c) / _per_core(total, a, b) for (w, c), (a, b) in zip(runs, ffmpeg)
+            ), 2),
+        })
+    return result
 
 
 def bench_ffmpeg(tmp: Path) -> dict[str, float]:
@@ -204,29 +248,8 @@ def bench_ffmpeg(tmp: Path) -> dict[str, float]:
         return {"ffmpeg": -1.0}
     mixed = tmp / "mixed"
     total = build_mixed(mixed) if not mixed.exists() else sum(m[1] for m in MIXED)
-    out = tmp / "out_ffmpeg"
-    out.mkdir(exist_ok=True)
-    chain = (
-        "silenceremove=start_periods=1:start_threshold=-50dB:stop_periods=-1:stop_duration=1:stop_threshold=-50dB,"
-        "loudnorm=I=-20:TP=-1.5,aresample=24000"
-    )
-    import resource
-
-    walls, cpus = [], []
-    for _ in range(REPEATS):
-        t = time.perf_counter()
-        ru = resource.getrusage(resource.RUSAGE_CHILDREN)
-        c = ru.ru_utime + ru.ru_stime
-        for f in sorted(mixed.iterdir()):
-            subprocess.run(
-                ["ffmpeg", "-v", "error", "-y", "-threads", "1", "-i", str(f), "-af", chain, "-ac", "1", "-t", "20",
-                 "-c:a", "pcm_s16le", str(out / (f.stem + ".wav"))],
-                check=True,
-            )
-        walls.append(time.perf_counter() - t)
-        ru = resource.getrusage(resource.RUSAGE_CHILDREN)
-        cpus.append(ru.ru_utime + ru.ru_stime - c)
-    wall, cpu = statistics.median(walls), statistics.median(cpus)
+    passes = [_ffmpeg_pass(mixed, tmp / "out_ffmpeg") for _ in range(REPEATS)]
+    wall, cpu = statistics.median(p[0] for p in passes), statistics.median(p[1] for p in passes)
     return {
         "ffmpeg_wall_s": round(wall, 2),
         "ffmpeg_cpu_s": round(cpu, 2),
@@ -267,17 +290,10 @@ def main() -> int:
             results.update(bench_check(tmp))
         if args.what in ("all", "run"):
             results.update(bench_run(tmp))
-        if args.what in ("all", "ffmpeg"):
+        if args.what == "ffmpeg":  # `all` and `run` measure ffmpeg beside each run
             results.update(bench_ffmpeg(tmp))
         if args.what in ("all", "memory"):
             results.update(bench_memory(tmp))
-        if "run_mixed_x_realtime_per_core" in results and "ffmpeg_x_realtime_per_core" in results:
-            # ffmpeg's time over voiceprep's, per core (fresh processes both; >1: voiceprep is faster)
-            results["voiceprep_vs_ffmpeg_speed_ratio"] = round(
-                float(results["run_mixed_x_realtime_per_core"])  # type: ignore[arg-type]
-                / float(results["ffmpeg_x_realtime_per_core"]),  # type: ignore[arg-type]
-                2,
-            )
     finally:
         if not args.keep:
             shutil.rmtree(tmp, ignore_errors=True)
