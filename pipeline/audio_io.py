@@ -12,7 +12,6 @@ import contextlib
 import dataclasses
 import os
 import sys
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -547,6 +546,8 @@ def write_wav_atomic(path: str | os.PathLike[str], samples: np.ndarray, sample_r
     Written to a temporary file in the same folder, fsynced, then renamed over ``path``; an
     interrupted run leaves no partial file. Returns the size in bytes.
     """
+    import tempfile  # here: `check` never writes, and tempfile pulls in shutil and random
+
     import soundfile as sf
 
     target = Path(path)

