@@ -12,8 +12,6 @@ import os
 import sys
 import traceback
 from collections.abc import Callable, Iterable
-from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
-from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -252,6 +250,10 @@ def run_paths(
 
 
 def _run_pool(planned: list[Job], config: Config, n_jobs: int, done: Callable[[int, FileResult], None]) -> None:
+    # imported here: `--jobs 1` needs no worker processes (multiprocessing costs ~20 ms to import)
+    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+    from concurrent.futures.process import BrokenProcessPool
+
     pending = set(range(len(planned)))
     try:
         with ProcessPoolExecutor(max_workers=n_jobs) as pool:
