@@ -299,3 +299,29 @@ def test_a_crash_in_one_file_keeps_the_others(tmp_path: Path, voice, monkeypatch
     results = run_paths([str(bad), str(good)], tmp_path / "o", config.load(), jobs=1)
     assert [r.status for r in results] == ["rejected", "ok"]
     assert results[0].code == "voiceprep.UnexpectedError" and "simulated bug" in results[0].message
+
+
+def test_console_run_leaves_complete_outputs_and_report(tmp_path: Path, voice):
+    """Through the installed entry point (`python -m pipeline run`), which leaves by a fast exit
+    once its output is flushed: every output and every report line must already be on disk."""
+    import subprocess
+    import sys
+
+    x, sr = voice
+    src = tmp_path / "in"
+    src.mkdir()
+    _write(src / "take.wav", x, sr)
+    _write(src / "silence.wav", np.zeros(sr * 12, np.float32), sr)
+    out, report = tmp_path / "out", tmp_path / "r.jsonl"
+    proc = subprocess.run(
+        [sys.executable, "-m", "pipeline", "run", str(src), "--out", str(out), "--report", str(report), "--jobs", "2"],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode == 1, proc.stderr
+    assert proc.stdout.strip().splitlines()[-1].startswith("1 ok, 1 refused")
+    rows = {Path(r["input"]).name: r for r in map(json.loads, report.read_text().splitlines())}
+    assert rows["silence.wav"]["code"] == "Audio.AudioSilentError"
+    y, rate = sf.read(rows["take.wav"]["output"], dtype="float32")
+    assert rate == rows["take.wav"]["metrics"]["sample_rate"] and 10 <= len(y) / rate <= 20
+    assert abs(integrated_lufs(y, rate) - rows["take.wav"]["metrics"]["loudness_lufs"]) < 0.05
+    assert not list(out.rglob("*.part"))
