@@ -62,23 +62,29 @@ def _silero() -> Any:
         return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
 
 
-def _webrtc_fresh(mode: int, rate: int, frame: int) -> Callable[[bytes], bool]:
-    """A new webrtcvad detector as ``is_speech(pcm_frame)``. New per signal: it keeps a running
-    noise estimate, so one reused across signals would make each answer depend on the files
-    processed before. It calls the C extension directly when it can: the ``webrtcvad`` module
-    spends ~30 ms at import reading its own version from the package metadata."""
+def _webrtc_fresh(mode: int, rate: int, frame: int) -> Callable[[bytes, int], np.ndarray]:
+    """A new webrtcvad detector as ``flags(pcm, n)``: its decision on each of the first ``n``
+    frames of 16-bit ``pcm``. New per signal: it keeps a running noise estimate, so one reused
+    across signals would make each answer depend on the files processed before. It calls the C
+    extension directly when it can: the ``webrtcvad`` module spends ~30 ms at import reading its
+    own version from the package metadata."""
+    step = 2 * frame
     try:
         import _webrtcvad
     except ImportError:  # a webrtcvad build without the private extension module name
         import webrtcvad
 
         vad = webrtcvad.Vad(mode)
-        return lambda pcm: bool(vad.is_speech(pcm, rate))
+        return lambda pcm, n: np.fromiter(
+            (vad.is_speech(pcm[i : i + step], rate) for i in range(0, n * step, step)), dtype=bool, count=n
+        )
     handle = _webrtcvad.create()
     _webrtcvad.init(handle)
     _webrtcvad.set_mode(handle, mode)
     process = _webrtcvad.process
-    return lambda pcm: bool(process(handle, rate, pcm, frame))
+    return lambda pcm, n: np.fromiter(
+        (process(handle, rate, pcm[i : i + step], frame) for i in range(0, n * step, step)), dtype=bool, count=n
+    )
 
 
 def to_vad_rate(x: np.ndarray, sample_rate: int) -> np.ndarray:
@@ -138,11 +144,9 @@ def silero_probs(x16: np.ndarray, *, chunk_frames: int = 63, warmup_frames: int 
 def webrtc_flags(x16: np.ndarray, mode: int = 2, frame: int = WEBRTC_FRAME, rate: int = VAD_RATE) -> np.ndarray:
     """webrtcvad decision per ``frame`` samples (10, 20 or 30 ms) of mono audio at ``rate``
     (8, 16, 32 or 48 kHz; 16 kHz by default)."""
-    is_speech = _webrtc_fresh(mode, rate, frame)
     n = len(x16) // frame
     pcm = (np.clip(x16[: n * frame], -1.0, 1.0) * 32767.0).astype("<i2").tobytes()
-    step = frame * 2
-    return np.array([is_speech(pcm[i * step : (i + 1) * step]) for i in range(n)], dtype=bool)
+    return _webrtc_fresh(mode, rate, frame)(pcm, n)
 
 
 @functools.lru_cache(maxsize=1)

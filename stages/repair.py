@@ -106,8 +106,15 @@ class Repair:
 
         x16 = analysed(x)
 
+        measured: list[tuple[np.ndarray, float]] = []  # (analysis copy, its SNR): kept, not re-measured
+
         def snr(y16: np.ndarray) -> float:
-            return q.snr_estimate(y16, q.ANALYSIS_RATE, segs)[0]
+            for seen, value in measured:
+                if seen is y16:
+                    return value
+            value = q.snr_estimate(y16, q.ANALYSIS_RATE, segs)[0]
+            measured.append((y16, value))
+            return value
 
         def attempt(
             name: str, measure: Callable[[np.ndarray], float], fix: Callable[[np.ndarray], np.ndarray], margin: float
