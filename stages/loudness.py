@@ -138,7 +138,7 @@ def normalize(
         y, limited = _gained_and_limited(x, peaks, 1.0, rate, ceiling_dbtp, hold_s)
         if not limited:
             top = float(np.max(peaks))
-            return x, 0.0, now, (20 * np.log10(top) if top > 0 else float("-inf"))
+            return x, 0.0, before, (20 * np.log10(top) if top > 0 else float("-inf"))
         now = integrated_lufs(y, rate)
     if not limited:  # a plain gain: the true peak is the input's, scaled
         top = float(np.max(peaks)) * 10 ** (total / 20)

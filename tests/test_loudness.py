@@ -45,3 +45,21 @@ def test_max_gain_is_respected():
     y = X * np.float32(10 ** (-35 / 20))
     out = Loudness(max_gain_db=10.0)(_clip(y))
     assert out.info["metrics"]["gain_db"] == pytest.approx(10.0, abs=0.01)
+
+
+@pytest.mark.parametrize("start_lufs", [-45.0, -20.0, -8.0])
+@pytest.mark.parametrize("crest", [1.0, 6.0])
+def test_reported_loudness_and_true_peak_are_the_outputs(start_lufs: float, crest: float):
+    """The stage measures the input's peaks once and scales them; what it reports must still be
+    exactly what the produced audio measures, on target or not, limited or not."""
+    from stages.loudness import normalize
+
+    x = X[0].copy()
+    x[:: SR // 3] *= np.float32(crest)  # isolated spikes: a loudness-neutral excess of peaks
+    now = integrated_lufs(x, SR)
+    x = np.clip(x * np.float32(10 ** ((start_lufs - now) / 20)), -1, 1)
+    y, gain, lufs, tp = normalize(x, SR, -20.0, -1.5, 35.0)
+    assert lufs == pytest.approx(integrated_lufs(y, SR), abs=0.01)
+    assert tp == pytest.approx(true_peak_dbtp(y), abs=0.01)
+    assert tp <= -1.5 + 1e-6 and abs(lufs + 20.0) < 0.5
+    assert gain == pytest.approx(20 * np.log10(np.sqrt(np.mean(y.astype(np.float64) ** 2) / np.mean(x.astype(np.float64) ** 2))), abs=1.0)
