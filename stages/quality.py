@@ -359,8 +359,11 @@ def mfcc(x16: np.ndarray, *, n_mfcc: int = 13, n_mels: int = 26, fmax: float = 4
     weights = bank[:, :top].T.astype(np.float32)
     dct = dct_matrix(n_mels)[:, :n_mfcc]
     out = np.empty((len(fr), n_mfcc))
+    padded = np.zeros((min(len(fr), MFCC_BLOCK), 512), dtype=np.float32)  # frames zero-padded to the FFT size
     for lo in range(0, len(fr), MFCC_BLOCK):  # 20 s of frames at a time: flat memory on long inputs
-        spec = np.fft.rfft(fr[lo : lo + MFCC_BLOCK] * window, n=512, axis=1)[:, :top]
+        block = fr[lo : lo + MFCC_BLOCK]
+        np.multiply(block, window, out=padded[: len(block), :400])  # windowed straight into place: one copy
+        spec = np.fft.rfft(padded[: len(block)], axis=1)[:, :top]
         mel = (spec.real**2 + spec.imag**2) @ weights
         out[lo : lo + MFCC_BLOCK] = np.log(mel + 1e-10) @ dct
     return out
