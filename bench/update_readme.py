@@ -1,7 +1,8 @@
-"""Refresh the generated blocks of README.md: the stage reference and the sections kept in docs/.
+"""Refresh what is generated from other files: the README's stage reference and the sections kept
+in docs/, and pipeline/default_config.json (the bundled pipeline.yaml, parsed).
 
-    python bench/update_readme.py          # rewrite README.md in place
-    python bench/update_readme.py --check  # exit 1 if README.md is out of date (tests/test_docs.py)
+    python bench/update_readme.py          # rewrite them in place
+    python bench/update_readme.py --check  # exit 1 if any is out of date (tests/test_docs.py)
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from pipeline.commands import stages_markdown  # noqa: E402
+from pipeline.config import FROZEN_DEFAULT, freeze_default  # noqa: E402
 
 SECTIONS = {"quality": "docs/quality.md", "enrollment": "docs/enrollment.md", "emulator": "docs/emulator.md", "bench": "docs/benchmarks.md"}
 
@@ -35,11 +37,14 @@ def render(text: str) -> str:
 
 def main() -> int:
     readme = ROOT / "README.md"
-    old = readme.read_text(encoding="utf-8")
-    new = render(old)
+    targets = {readme: render(readme.read_text(encoding="utf-8")), FROZEN_DEFAULT: freeze_default()}
+    stale = [p for p, text in targets.items() if not p.exists() or p.read_text(encoding="utf-8") != text]
     if "--check" in sys.argv:
-        return 0 if new == old else 1
-    readme.write_text(new, encoding="utf-8")
+        for p in stale:
+            print(f"stale: {p.relative_to(ROOT)}", file=sys.stderr)
+        return 1 if stale else 0
+    for p in stale:
+        p.write_text(targets[p], encoding="utf-8")
     return 0
 
 

@@ -107,15 +107,55 @@ def parse(data: Any, source: str | None = None, *, chains: tuple[str, ...] = CHA
     return config
 
 
-def load(path: str | Path | None = None, *, chains: tuple[str, ...] = CHAINS) -> Config:
-    """Load a pipeline.yaml (the bundled default when ``path`` is None); see ``parse`` for ``chains``."""
+# The bundled pipeline.yaml as parsed, stamped with its size and CRC: `check` with the default
+# config skips importing PyYAML (~20 ms of a hook's start-up). Written by
+# `python bench/update_readme.py` (a test fails when it is stale); a bundled pipeline.yaml that
+# no longer matches the stamp is simply parsed as YAML.
+FROZEN_DEFAULT = Path(__file__).resolve().parent / "default_config.json"
+
+
+def freeze_default() -> str:
+    """The text of ``FROZEN_DEFAULT`` for the bundled pipeline.yaml as it is now."""
+    import json
+    import zlib
+
     import yaml
 
+    raw = default_config_path().read_bytes()
+    data = yaml.safe_load(raw.decode("utf-8"))
+    return json.dumps({"size": len(raw), "crc32": zlib.crc32(raw), "config": data}, indent=1) + "\n"
+
+
+def _frozen(raw: bytes) -> Any:
+    """The parsed default config if ``raw`` is the file it was frozen from, else None."""
+    import json
+    import zlib
+
+    try:
+        frozen = json.loads(FROZEN_DEFAULT.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(frozen, dict) or frozen.get("size") != len(raw) or frozen.get("crc32") != zlib.crc32(raw):
+        return None
+    return frozen.get("config")
+
+
+def load(path: str | Path | None = None, *, chains: tuple[str, ...] = CHAINS) -> Config:
+    """Load a pipeline.yaml (the bundled default when ``path`` is None); see ``parse`` for ``chains``."""
     p = Path(path) if path is not None else default_config_path()
     try:
-        text = p.read_text(encoding="utf-8")
+        raw = p.read_bytes()
+        text = raw.decode("utf-8")
     except OSError as exc:
         raise ConfigError(f"cannot read config: {exc.strerror}", source=str(p)) from None
+    except UnicodeDecodeError:
+        raise ConfigError("not valid YAML: the file is not UTF-8 text", source=str(p)) from None
+    if path is None:
+        frozen = _frozen(raw)
+        if frozen is not None:
+            return parse(frozen, str(p), chains=chains)
+    import yaml
+
     try:
         # The libyaml safe loader when the wheel has it (~10x faster to parse); both are safe loaders.
         loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)

@@ -121,3 +121,35 @@ def test_with_run_replaces_the_run_chain_and_pickles(tmp_path: Path):
     assert other.run.names() == chain.names() and cfg.run.names() != chain.names()
     back = pickle.loads(pickle.dumps(other))
     assert back.run.names() == chain.names() and back.check.names() == cfg.check.names()
+
+
+def test_default_config_is_read_from_its_frozen_copy_without_pyyaml():
+    """`check` with the bundled config skips importing PyYAML: the frozen JSON copy is used while
+    it matches the bundled pipeline.yaml byte for byte (size and CRC)."""
+    import subprocess
+    import sys
+
+    probe = "import sys\nfrom pipeline.config import load\ncfg = load()\nprint('yaml' in sys.modules, cfg.run.names())"
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
+    assert out.startswith("False") and "'window'" in out
+    frozen = config._frozen(config.default_config_path().read_bytes())
+    assert frozen == yaml.safe_load(config.default_config_path().read_text(encoding="utf-8"))
+
+
+def test_a_stale_frozen_copy_is_ignored(tmp_path: Path, monkeypatch):
+    import json
+
+    stale = tmp_path / "default_config.json"
+    data = json.loads(config.FROZEN_DEFAULT.read_text(encoding="utf-8"))
+    data["config"]["run"] = ["encode"]  # what the copy says no longer matters once the stamp is off
+    data["crc32"] += 1
+    stale.write_text(json.dumps(data))
+    monkeypatch.setattr(config, "FROZEN_DEFAULT", stale)
+    assert config.load().run.names() == yaml_names("run")
+    stale.write_text("{not json")
+    assert config.load().run.names() == yaml_names("run")
+
+
+def yaml_names(chain: str) -> list[str]:
+    data = yaml.safe_load(config.default_config_path().read_text(encoding="utf-8"))
+    return [next(iter(item)) if isinstance(item, dict) else item for item in data[chain]]
