@@ -104,25 +104,35 @@ def _read_head(path: str) -> tuple[bytes, int]:
     return head, size
 
 
-def _wav_truncation(path: str, size: int) -> tuple[float, float] | None:
-    """(declared, present) data bytes when a RIFF/WAVE file's data chunk is cut short, else None."""
+def _riff_chunks(fh: Any, size: int) -> Iterator[tuple[bytes, int, int]]:
+    """(id, declared size, offset of the body) of each chunk after the 12-byte RIFF header of
+    the file open at ``fh`` (``size`` bytes long), in file order."""
     import struct
 
+    pos = 12
+    while pos + 8 <= size:
+        fh.seek(pos)
+        head = fh.read(8)
+        if len(head) < 8:
+            return
+        cid, csize = struct.unpack("<4sI", head)
+        yield cid, csize, pos + 8
+        pos += 8 + csize + (csize & 1)
+
+
+def _wav_truncation(path: str, size: int) -> tuple[float, float] | None:
+    """(declared, present) data bytes when a RIFF/WAVE file's data chunk is cut short, else None."""
     try:
         with open(path, "rb") as fh:
             if fh.read(12)[8:12] != b"WAVE":
                 return None
-            pos = 12
-            while pos + 8 <= size:
-                fh.seek(pos)
-                cid, csize = struct.unpack("<4sI", fh.read(8))
+            for cid, csize, body in _riff_chunks(fh, size):
                 if cid == b"data":
-                    present = size - pos - 8
+                    present = size - body
                     if csize in (0, 0xFFFFFFFF) or present >= csize:
                         return None
                     return float(csize), float(present)
-                pos += 8 + csize + (csize & 1)
-    except (OSError, struct.error):
+    except OSError:
         return None
     return None
 
@@ -139,26 +149,21 @@ def _pcm16_layout(path: str, size: int) -> tuple[int, int, int, int, int] | None
         with open(path, "rb") as fh:
             if fh.read(12)[:4] != b"RIFF":
                 return None
-            pos = 12
-            while pos + 8 <= size:
-                fh.seek(pos)
-                cid, csize = struct.unpack("<4sI", fh.read(8))
+            for cid, csize, body in _riff_chunks(fh, size):
                 if cid == b"fmt ":
-                    body = fh.read(min(csize, 40))
-                    if len(body) < 16:
+                    fmt_body = fh.read(min(csize, 40))
+                    if len(fmt_body) < 16:
                         return None
-                    tag, channels, rate, _, align, bits = struct.unpack("<HHIIHH", body[:16])
-                    if tag == 0xFFFE and len(body) >= 26:
-                        tag = struct.unpack("<H", body[24:26])[0]  # the subformat GUID's first field
+                    tag, channels, rate, _, align, bits = struct.unpack("<HHIIHH", fmt_body[:16])
+                    if tag == 0xFFFE and len(fmt_body) >= 26:
+                        tag = struct.unpack("<H", fmt_body[24:26])[0]  # the subformat GUID's first field
                     if tag != 1 or bits != 16 or channels < 1 or rate < 1 or align != 2 * channels:
                         return None
                     fmt = (channels, rate, align)
                 elif cid == b"data":
                     if fmt is None or csize == 0xFFFFFFFF:
                         return None
-                    present = size - pos - 8
-                    return fmt[0], fmt[1], pos + 8, csize, min(present, csize)
-                pos += 8 + csize + (csize & 1)
+                    return fmt[0], fmt[1], body, csize, min(size - body, csize)
     except (OSError, struct.error):
         return None
     return None
