@@ -145,15 +145,16 @@ def load(path: str | Path | None = None, *, chains: tuple[str, ...] = CHAINS) ->
     p = Path(path) if path is not None else default_config_path()
     try:
         raw = p.read_bytes()
-        text = raw.decode("utf-8")
     except OSError as exc:
         raise ConfigError(f"cannot read config: {exc.strerror}", source=str(p)) from None
-    except UnicodeDecodeError:
-        raise ConfigError("not valid YAML: the file is not UTF-8 text", source=str(p)) from None
     if path is None:
         frozen = _frozen(raw)
         if frozen is not None:
             return parse(frozen, str(p), chains=chains)
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ConfigError("not valid YAML: the file is not UTF-8 text", source=str(p)) from None
     import yaml
 
     try:

@@ -42,12 +42,16 @@ def _oversampled_peaks(x: np.ndarray) -> np.ndarray:
     return np.maximum(peaks, np.abs(x))
 
 
+def _dbtp(peak: float) -> float:
+    """A linear peak in dB (full scale 1); -inf for silence."""
+    return float(20 * np.log10(peak)) if peak > 0 else float("-inf")
+
+
 def true_peak_dbtp(x: np.ndarray) -> float:
     """True peak (dBTP) with 4x oversampling, as BS.1770 Annex 2 (soxr's interpolator)."""
     if len(x) == 0:
         return float("-inf")
-    peak = float(np.max(_oversampled_peaks(x)))
-    return 20 * np.log10(peak) if peak > 0 else float("-inf")
+    return _dbtp(float(np.max(_oversampled_peaks(x))))
 
 
 def _reduction(peaks: np.ndarray, rate: int, ceiling: float, hold_s: float) -> np.ndarray | None:
@@ -94,11 +98,10 @@ def limit_peak(x: np.ndarray, rate: int, ceiling_dbtp: float, hold_s: float = 0.
     if len(x) == 0:
         return x, float("-inf")
     peaks = _oversampled_peaks(x)
-    red = _reduction(peaks, rate, 10 ** (ceiling_dbtp / 20), hold_s)
-    if red is None:
-        top = float(np.max(peaks))
-        return x, (20 * np.log10(top) if top > 0 else float("-inf"))
-    y, tp, _ = _trim_to_ceiling((x * (1.0 - red)).astype(np.float32), ceiling_dbtp)
+    y, limited = _gained_and_limited(x, peaks, 1.0, rate, ceiling_dbtp, hold_s)
+    if not limited:
+        return x, _dbtp(float(np.max(peaks)))
+    y, tp, _ = _trim_to_ceiling(y, ceiling_dbtp)
     return y, tp
 
 
@@ -137,12 +140,10 @@ def normalize(
     if total == 0.0:  # no gain was needed: still keep the peaks under the ceiling
         y, limited = _gained_and_limited(x, peaks, 1.0, rate, ceiling_dbtp, hold_s)
         if not limited:
-            top = float(np.max(peaks))
-            return x, 0.0, before, (20 * np.log10(top) if top > 0 else float("-inf"))
+            return x, 0.0, before, _dbtp(float(np.max(peaks)))
         now = integrated_lufs(y, rate)
     if not limited:  # a plain gain: the true peak is the input's, scaled
-        top = float(np.max(peaks)) * 10 ** (total / 20)
-        return y, total, now, (20 * np.log10(top) if top > 0 else float("-inf"))
+        return y, total, now, _dbtp(float(np.max(peaks)) * 10 ** (total / 20))
     y, tp, trim_db = _trim_to_ceiling(y, ceiling_dbtp)
     return y, total + trim_db, now + trim_db, tp
 

@@ -126,7 +126,6 @@ def _print_json(obj: Any) -> None:
 
 
 def cmd_enroll(args: argparse.Namespace) -> int:
-
     from pipeline.errors import ConfigError
     from pipeline.pipeline import Pipeline
     from pipeline.report import FileResult, summary, write_line
