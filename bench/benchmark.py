@@ -208,7 +208,7 @@ def bench_run(tmp: Path, *, with_ffmpeg: bool = True) -> dict[str, Any]:
     wall, cpu = statistics.median(r[0] for r in runs), statistics.median(r[1] for r in runs)
     ok = stdout.strip().splitlines()[-1] if stdout.strip() else ""
     # The same files in one warm process: what each further file of a long batch costs, without
-    # the start-up a fresh worker spends importing numpy, scipy.signal (via pyloudnorm), PyAV, onnxruntime.
+    # the start-up a fresh worker spends importing numpy, PyAV, onnxruntime and building the chain.
     steady = subprocess.run(
         [sys.executable, "-c", _STEADY, str(mixed), str(out / "steady")],
         capture_output=True, text=True, check=True, cwd=ROOT, env=ENV,

@@ -8,19 +8,17 @@ from typing import ClassVar
 import numpy as np
 
 from pipeline.clip import Clip
+from pipeline.dsp import butter_highpass, sosfiltfilt
 from pipeline.registry import register
 from pipeline.stage import option
 
 
 def highpass(x: np.ndarray, sample_rate: int, cutoff_hz: float, order: int = 2) -> np.ndarray:
     """Subtract the mean, then a Butterworth high-pass run forwards and backwards (no phase shift)."""
-    from scipy.signal import butter, sosfiltfilt
-
     y = x - x.mean(axis=-1, keepdims=True)
     if cutoff_hz <= 0 or y.shape[-1] < 64:
         return y.astype(np.float32)
-    sos = butter(order, cutoff_hz, btype="highpass", fs=sample_rate, output="sos")
-    return sosfiltfilt(sos, y, axis=-1).astype(np.float32)
+    return sosfiltfilt(butter_highpass(order, cutoff_hz, sample_rate), y).astype(np.float32)
 
 
 @register

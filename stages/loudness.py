@@ -2,25 +2,61 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import ClassVar
 
 import numpy as np
 
 from pipeline.clip import Clip
+from pipeline.dsp import moving_max, moving_mean, rbj_biquad, sosfilt
 from pipeline.registry import register
 from pipeline.stage import option
 
 OVERSAMPLE = 4
 
 
-def integrated_lufs(x: np.ndarray, rate: int) -> float:
-    """BS.1770-4 gated integrated loudness of mono ``x`` (pyloudnorm); -inf for silence or < 0.4 s."""
-    import pyloudnorm
+# The K-weighting stages as pyloudnorm builds them (Audio EQ Cookbook shelf and high-pass, at any
+# rate): kind, corner (Hz), Q, gain (dB). The reported loudness is pyloudnorm's, to 1e-6 LU.
+K_WEIGHTING = (("high_shelf", 1500.0, 1 / np.sqrt(2), 4.0), ("high_pass", 38.0, 0.5, 0.0))
+BLOCK_S = 0.4  # gating block (BS.1770-4), every quarter block
+ABSOLUTE_GATE_LUFS = -70.0
+RELATIVE_GATE_LU = -10.0
 
-    if len(x) < int(0.4 * rate) + 1:
+
+@functools.lru_cache(maxsize=8)
+def _k_sections(rate: int) -> np.ndarray:
+    return np.stack([rbj_biquad(kind, fc, q, gain, rate) for kind, fc, q, gain in K_WEIGHTING])
+
+
+def integrated_lufs(x: np.ndarray, rate: int) -> float:
+    """BS.1770-4 gated integrated loudness of mono ``x``; -inf for silence or < 0.4 s.
+
+    The measurement pyloudnorm's ``Meter(rate).integrated_loudness`` makes (same K-weighting
+    filters, 400 ms blocks every 100 ms with its block bounds, absolute gate at -70 LUFS,
+    relative gate 10 LU under the absolutely gated loudness), with numpy filtering: pyloudnorm
+    imports scipy.signal, 0.75-1 s of every process's start.
+    """
+    n = len(x)
+    if n < int(BLOCK_S * rate) + 1:
         return float("-inf")
-    return float(pyloudnorm.Meter(rate).integrated_loudness(np.asarray(x, dtype=np.float64)))
+    y, _ = sosfilt(_k_sections(rate), np.asarray(x, dtype=np.float64))
+    c = np.concatenate(([0.0], np.cumsum(y * y)))
+    count = int(np.round((n / rate - BLOCK_S) / (BLOCK_S * 0.25))) + 1
+    j = np.arange(count)
+    lo = (BLOCK_S * (j * 0.25) * rate).astype(np.int64)  # pyloudnorm's bounds, bit for bit
+    hi = np.minimum((BLOCK_S * (j * 0.25 + 1) * rate).astype(np.int64), n)
+    z = (c[hi] - c[lo]) / (BLOCK_S * rate)
+    with np.errstate(divide="ignore"):
+        block_lufs = -0.691 + 10 * np.log10(z)
+    above = block_lufs >= ABSOLUTE_GATE_LUFS
+    if not np.any(above):
+        return float("-inf")
+    relative = -0.691 + 10 * np.log10(np.mean(z[above])) + RELATIVE_GATE_LU
+    kept = (block_lufs > relative) & (block_lufs > ABSOLUTE_GATE_LUFS)
+    if not np.any(kept):
+        return float("-inf")
+    return float(-0.691 + 10 * np.log10(np.mean(z[kept])))
 
 
 def _oversampled_peaks(x: np.ndarray) -> np.ndarray:
@@ -64,10 +100,8 @@ def _reduction(peaks: np.ndarray, rate: int, ceiling: float, hold_s: float) -> n
     need = 1.0 - np.minimum(1.0, ceiling / np.maximum(peaks.astype(np.float64), 1e-12))
     if not np.any(need > 0):
         return None
-    from scipy.ndimage import maximum_filter1d, uniform_filter1d
-
     hold = max(int(hold_s * rate), 3)
-    return uniform_filter1d(maximum_filter1d(need, size=hold, mode="nearest"), size=max(hold // 2, 1), mode="nearest")
+    return moving_mean(moving_max(need, hold), max(hold // 2, 1))
 
 
 def _gained_and_limited(
@@ -151,7 +185,7 @@ def normalize(
 @register
 @dataclass(frozen=True)
 class Loudness:
-    """Normalise to ``target_lufs`` (BS.1770, pyloudnorm), then limit true peaks to ``ceiling_dbtp``.
+    """Normalise to ``target_lufs`` (BS.1770 as pyloudnorm measures it), then limit true peaks to ``ceiling_dbtp``.
 
     Audio without speech is never amplified (the gain is 0 dB when the clip holds no speech).
     """

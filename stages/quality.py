@@ -10,6 +10,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from pipeline.clip import Clip
+from pipeline.dsp import moving_max, moving_mean, rbj_biquad
 from pipeline.errors import service_error
 from pipeline.numeric import dct_matrix, median, percentile
 from pipeline.registry import register
@@ -132,30 +133,14 @@ def dc_offset(x: np.ndarray) -> float:
 
 @functools.lru_cache(maxsize=16)
 def _k_weighting(sample_rate: int) -> np.ndarray:
-    """ITU-R BS.1770 K-weighting (shelf then high-pass) as second-order sections, at any rate."""
-
-    def biquad(kind: str, fc: float, q: float, gain_db: float) -> np.ndarray:
-        a_ = 10 ** (gain_db / 40)
-        w0 = 2 * np.pi * fc / sample_rate
-        alpha = np.sin(w0) / (2 * q)
-        cw = np.cos(w0)
-        if kind == "shelf":
-            b = [
-                a_ * ((a_ + 1) + (a_ - 1) * cw + 2 * np.sqrt(a_) * alpha),
-                -2 * a_ * ((a_ - 1) + (a_ + 1) * cw),
-                a_ * ((a_ + 1) + (a_ - 1) * cw - 2 * np.sqrt(a_) * alpha),
-            ]
-            a = [
-                (a_ + 1) - (a_ - 1) * cw + 2 * np.sqrt(a_) * alpha,
-                2 * ((a_ - 1) - (a_ + 1) * cw),
-                (a_ + 1) - (a_ - 1) * cw - 2 * np.sqrt(a_) * alpha,
-            ]
-        else:
-            b = [(1 + cw) / 2, -(1 + cw), (1 + cw) / 2]
-            a = [1 + alpha, -2 * cw, 1 - alpha]
-        return np.concatenate([np.asarray(b) / a[0], np.asarray(a) / a[0]])
-
-    return np.stack([biquad("shelf", 1681.97, 0.7072, 3.99984), biquad("highpass", 38.1355, 0.5003, 0.0)])
+    """ITU-R BS.1770 K-weighting (shelf then high-pass) as second-order sections, at any rate: the
+    cookbook parameters that give the standard's 48 kHz coefficients."""
+    return np.stack(
+        [
+            rbj_biquad("high_shelf", 1681.97, 0.7072, 3.99984, sample_rate),
+            rbj_biquad("high_pass", 38.1355, 0.5003, 0.0, sample_rate),
+        ]
+    )
 
 
 def _sos_response(sos: np.ndarray, freqs_hz: np.ndarray, sample_rate: int) -> np.ndarray:
@@ -383,21 +368,6 @@ def _runs(b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 MUSIC_HOP = 256
 
 
-def _moving_mean_rows(a: np.ndarray, size: int) -> np.ndarray:
-    """Centred moving mean along axis 1, edges repeated (scipy's uniform_filter1d, mode="nearest")."""
-    half = size // 2
-    padded = np.pad(a.astype(np.float64), ((0, 0), (half, size - 1 - half)), mode="edge")
-    c = np.concatenate([np.zeros((a.shape[0], 1)), np.cumsum(padded, axis=1)], axis=1)
-    return (c[:, size:] - c[:, :-size]) / size
-
-
-def _moving_max_rows(a: np.ndarray, size: int) -> np.ndarray:
-    """Centred moving maximum along axis 1, edges repeated (scipy's maximum_filter1d, mode="nearest")."""
-    half = size // 2
-    padded = np.pad(a, ((0, 0), (half, size - 1 - half)), mode="edge")
-    return np.max(np.lib.stride_tricks.sliding_window_view(padded, size, axis=1), axis=2)
-
-
 def held_tones(
     x16: np.ndarray, *, select: np.ndarray | None = None, min_hold_s: float = 0.3, prominence_db: float = 8.0
 ) -> np.ndarray:
@@ -415,11 +385,11 @@ def held_tones(
     if len(idx) < 3:
         return np.zeros((len(idx), hi - lo), dtype=bool)
     db = power_db(np.abs(np.fft.rfft(fr[idx] * np.hanning(n_fft).astype(np.float32), axis=1)[:, lo - 9 : hi + 9]) ** 2)
-    base = _moving_mean_rows(db, 17)[:, 9:-9]
+    base = moving_mean(db, 17)[:, 9:-9]
     core = db[:, 9:-9]
-    peak = (core >= _moving_max_rows(db, 3)[:, 9:-9]) & (core - base >= prominence_db)
+    peak = (core >= moving_max(db, 3)[:, 9:-9]) & (core - base >= prominence_db)
     peak &= core > np.max(core, axis=1, keepdims=True) - 50.0
-    tonal = _moving_max_rows(peak.astype(np.uint8), 3).astype(bool)
+    tonal = moving_max(peak.astype(np.uint8), 3).astype(bool)
     tonal[np.flatnonzero(np.diff(idx) > 1) + 1] = False  # a gap in the selection breaks every run
     need = int(round(min_hold_s * ANALYSIS_RATE / hop))
     flat = np.concatenate([tonal, np.zeros((1, tonal.shape[1]), dtype=bool)]).T.reshape(-1)

@@ -10,6 +10,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from pipeline.clip import Clip
+from pipeline.dsp import butter_highpass, notch, sosfiltfilt
 from pipeline.registry import register
 from pipeline.stage import option
 from stages import quality as q
@@ -22,19 +23,14 @@ def remove_dc(x: np.ndarray, sample_rate: int) -> np.ndarray:
 
 def highpass(x: np.ndarray, sample_rate: int, cutoff_hz: float) -> np.ndarray:
     """Second-order Butterworth high-pass run forwards and backwards (zero phase)."""
-    from scipy.signal import butter, sosfiltfilt
-
     if x.shape[-1] < 64:
         return np.asarray(x, dtype=np.float32)
-    sos = butter(2, cutoff_hz, btype="highpass", fs=sample_rate, output="sos")
-    return np.asarray(sosfiltfilt(sos, x, axis=-1), dtype=np.float32)
+    return np.asarray(sosfiltfilt(butter_highpass(2, cutoff_hz, sample_rate), x), dtype=np.float32)
 
 
 def notch_hum(x: np.ndarray, sample_rate: int, freq_hz: float, harmonics: int = 4, q_factor: float = 30.0) -> np.ndarray:
     """Zero-phase notches at ``freq_hz`` and its first ``harmonics`` multiples (bandwidth f/Q),
     run as one cascade of second-order sections forwards and backwards."""
-    from scipy.signal import iirnotch, sosfiltfilt
-
     if x.shape[-1] < 64:
         return np.asarray(x, dtype=np.float32)
     sections = []
@@ -42,11 +38,10 @@ def notch_hum(x: np.ndarray, sample_rate: int, freq_hz: float, harmonics: int = 
         f = freq_hz * k
         if f >= 0.45 * sample_rate:
             break
-        b, a = iirnotch(f, q_factor, fs=sample_rate)
-        sections.append(np.concatenate([b, a]))
+        sections.append(notch(f, q_factor, sample_rate))
     if not sections:
         return np.asarray(x, dtype=np.float32)
-    return np.asarray(sosfiltfilt(np.array(sections), np.asarray(x, dtype=np.float64), axis=-1), dtype=np.float32)
+    return np.asarray(sosfiltfilt(np.array(sections), x), dtype=np.float32)
 
 
 def denoise(x: np.ndarray, sample_rate: int) -> np.ndarray:
