@@ -7,12 +7,14 @@ repair and limiter work it served. These functions give scipy's answers (``sosfi
 ``ndimage.maximum_filter1d``/``uniform_filter1d`` with ``mode="nearest"``); the tests hold them
 to scipy's results on real speech and random signals.
 
-How an IIR section runs without a per-sample Python loop: a second-order section is its
-three-tap numerator (vectorised) followed by two first-order recursions ``y[n] = x[n] + p*y[n-1]``
-(its poles, complex for a resonant pair). A first-order recursion is solved block by block in
-closed form, ``y[n] = p**n * cumsum(x[k] * p**-k)``, and the blocks are chained by their end
-values. Rounding stays at the level of float64 rounding times ``1/(1-|p|)**2``: about 1e-9 of
-full scale for the narrowest hum notch used here.
+How an IIR section runs without a per-sample Python loop: it is split into partial fractions,
+``H(z) = k0 + sum r_i / (1 - p_i/z)``, so each pole is a first-order recursion
+``w[n] = r*x[n] + p*w[n-1]`` on the input itself (a resonant pair p, conj(p) is one complex
+recursion whose real part counts twice). A recursion is solved block by block in closed form,
+``w[n] = p**n * cumsum(r * x[k] * p**-k)``, and each block starts from the end of the one before.
+Rounding stays at the level of float64 rounding times ``1/(1-|p|)**2``: about 1e-9 of full scale
+for the narrowest hum notch used here. numpy's cumsum (about 4 ns a sample here) bounds the
+speed: 2-4x slower than scipy's C loops, far less than the import it saves.
 """
 
 from __future__ import annotations
@@ -22,9 +24,8 @@ import math
 
 import numpy as np
 
-# A block may span at most this many samples: |p|**-block must stay far from float64 overflow.
+# A block may span at most ln(1e300)/-ln|p| samples: |p|**-block stays far from float64 overflow.
 _MAX_GROWTH_LN = 300.0
-_MAX_BLOCK = 1 << 16
 # Work through long signals this many samples at a time (complex temporaries stay small).
 _CHUNK = 1 << 16
 
@@ -98,13 +99,31 @@ def _poles(a1: float, a2: float) -> tuple[complex, ...]:
     return (complex((-a1 + root) / 2), complex((-a1 - root) / 2))
 
 
+def _geometric(base: complex | float, count: int) -> np.ndarray:
+    """``base**n`` for n in [0, count), as ``exp(n * log(base))`` on real numbers: relative error
+    about ``n * |log base|`` ulps, small for the poles near 1 that need long blocks, and 20x
+    quicker than np.power on complex numbers."""
+    n = np.arange(count, dtype=np.float64)
+    mag = np.exp(n * math.log(abs(base)))
+    if isinstance(base, complex):
+        angle = n * math.atan2(base.imag, base.real)
+        out = np.empty(count, dtype=np.complex128)
+        np.multiply(mag, np.cos(angle), out=out.real)
+        np.multiply(mag, np.sin(angle), out=out.imag)
+        return out
+    if base < 0:
+        mag[1::2] *= -1.0
+    return mag
+
+
 @functools.lru_cache(maxsize=64)
 def _powers(p: complex, block: int, gain: complex) -> tuple[np.ndarray, np.ndarray]:
     """``gain * p**-n`` and ``p**n`` for n in [0, block] (real when ``p`` and ``gain`` are)."""
-    n = np.arange(block + 1, dtype=np.float64)
-    base: complex | float = p.real if p.imag == 0.0 else p
-    g: complex | float = gain.real if gain.imag == 0.0 and p.imag == 0.0 else gain
-    up, down = g * np.power(base, -n), np.power(base, n)
+    real = p.imag == 0.0 and gain.imag == 0.0
+    base: complex | float = p.real if real else complex(p)
+    g: complex | float = gain.real if real else complex(gain)
+    up, down = _geometric(1 / base, block + 1), _geometric(base, block + 1)
+    up *= g
     up.setflags(write=False)
     down.setflags(write=False)
     return up, down
