@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib.util
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 import numpy as np
 
@@ -50,6 +50,25 @@ def denoise(x: np.ndarray, sample_rate: int) -> np.ndarray:
 
     out = noisereduce.reduce_noise(y=np.asarray(x, dtype=np.float32), sr=sample_rate, stationary=True, prop_decrease=0.8)
     return np.asarray(out, dtype=np.float32).reshape(x.shape)
+
+
+T = TypeVar("T")
+
+
+def _per_copy(measure: Callable[[np.ndarray], T]) -> Callable[[np.ndarray], T]:
+    """``measure`` remembered per array (by identity): each analysis copy is measured once by
+    every check that reads it (the copies are never written)."""
+    seen: list[tuple[np.ndarray, T]] = []
+
+    def once(y: np.ndarray) -> T:
+        for array, value in seen:
+            if array is y:
+                return value
+        value = measure(y)
+        seen.append((y, value))
+        return value
+
+    return once
 
 
 @register
@@ -101,15 +120,14 @@ class Repair:
 
         x16 = analysed(x)
 
-        measured: list[tuple[np.ndarray, float]] = []  # (analysis copy, its SNR): kept, not re-measured
+        snr = _per_copy(lambda y16: q.snr_estimate(y16, q.ANALYSIS_RATE, segs)[0])
+        spectrum = _per_copy(lambda y16: q.low_spectrum(y16, q.ANALYSIS_RATE))  # read by rumble and hum
 
-        def snr(y16: np.ndarray) -> float:
-            for seen, value in measured:
-                if seen is y16:
-                    return value
-            value = q.snr_estimate(y16, q.ANALYSIS_RATE, segs)[0]
-            measured.append((y16, value))
-            return value
+        def rumble(y16: np.ndarray) -> float:
+            return q.rumble_db(y16, q.ANALYSIS_RATE, spectrum=spectrum(y16))
+
+        def hum(y16: np.ndarray) -> tuple[float | None, float, float]:
+            return q.hum(y16, q.ANALYSIS_RATE, spectrum=spectrum(y16))
 
         def attempt(
             name: str, measure: Callable[[np.ndarray], float], fix: Callable[[np.ndarray], np.ndarray], margin: float
@@ -134,19 +152,19 @@ class Repair:
                 lambda y: remove_dc(y, rate),
                 self.min_dc_offset / 2,
             )
-        if self.highpass and q.rumble_db(x16, q.ANALYSIS_RATE) > self.min_rumble_db:
+        if self.highpass and rumble(x16) > self.min_rumble_db:
             attempt(
                 "highpass",
-                lambda y16: q.rumble_db(y16, q.ANALYSIS_RATE),
+                rumble,
                 lambda y: highpass(y, rate, self.highpass_hz),
                 3.0,
             )
-        hz, prominence, _ = q.hum(x16, q.ANALYSIS_RATE)
+        hz, prominence, _ = hum(x16)
         if self.hum and hz is not None and prominence >= self.min_hum_prominence_db:
             base = hz
 
             def hum_prominence(y16: np.ndarray) -> float:
-                f, p, _ = q.hum(y16, q.ANALYSIS_RATE)
+                f, p, _ = hum(y16)
                 return p if f == base else min(p, 6.0)
 
             attempt("hum_notch", hum_prominence, lambda y: notch_hum(y, rate, base, self.hum_harmonics), 6.0)
