@@ -1,8 +1,9 @@
 """Speech detection: Silero VAD (ONNX, bundled model) decides speech; webrtcvad refines edges.
 
 Silero runs through onnxruntime on the model files in ``pipeline/models`` (the published Silero
-VAD v5, split into its encoder and decoder for speed: no torch, nothing downloaded). webrtcvad (``webrtcvad-wheels``) is ~30x faster but calls music and noise "speech", so it
-only moves segment edges to 10 ms precision inside what Silero already called speech.
+VAD v5, split into its encoder and decoder for speed: no torch, nothing downloaded). webrtcvad
+(``webrtcvad-wheels``) is ~30x faster but calls music and noise "speech", so it only moves
+segment edges to 10 ms precision inside what Silero already called speech.
 """
 
 from __future__ import annotations
@@ -10,11 +11,11 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from .models import SILERO_DECODER, SILERO_ENCODER
 from .numeric import dct_matrix, median
 
 VAD_RATE = 16000
@@ -25,7 +26,6 @@ WEBRTC_FRAME = 160  # 10 ms at 16 kHz
 DETECT_BLOCK = FRAME * 1875  # 60 s: a whole number of Silero (32 ms) and webrtcvad (10 ms) frames
 
 
-MODELS = Path(__file__).resolve().parent / "models"
 ENCODE_BLOCK = 256  # frames per encoder call (8 s): wider blocks are no faster and hold more memory
 
 
@@ -47,8 +47,8 @@ def _silero() -> tuple[Any, Any]:
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     opts.add_session_config_entry("session.disable_prepacking", "1")
     return tuple(
-        ort.InferenceSession(str(MODELS / name), opts, providers=["CPUExecutionProvider"])
-        for name in ("silero_vad_16k_encoder.onnx", "silero_vad_16k_decoder.onnx")
+        ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+        for path in (SILERO_ENCODER, SILERO_DECODER)
     )
 
 

