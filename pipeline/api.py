@@ -6,7 +6,7 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
-from .clip import Clip, SourceInfo
+from .clip import Clip, SourceInfo, WholeSource
 from .config import Config, load
 from .errors import PipelineError
 from .verdict import Verdict
@@ -46,17 +46,17 @@ def check(path: str | os.PathLike[str], config: Config | None = None) -> Verdict
     return Verdict(
         path=p,
         ok=True,
-        metrics=dict(out.info.get("metrics", {})),
+        metrics=dict(out.metrics),
         warnings=[w.as_dict() for w in out.warnings],
     )
 
 
 def _streamed_clip(info: SourceInfo, rate: int | None, cfg: Config) -> Clip:
     """The first channel of a long input, decoded in blocks: speech is detected over the whole
-    file as the blocks pass (with the `validate` stage's settings), the peak is tracked, and
-    only the first ``STREAM_CHECK_S`` seconds are kept as the clip's samples. ``validate`` reads
-    the whole-file measures from ``info`` (``speech_report``, ``peak``), so memory stays flat
-    however long the recording is. Any other check stage sees the first two minutes (a file
+    file as the blocks pass (with the settings of the chain's first stage that detects speech),
+    the peak is tracked, and only the first ``STREAM_CHECK_S`` seconds are kept as the clip's
+    samples; the whole-file measures travel as the clip's ``whole``, so memory stays flat however
+    long the recording is. A check stage that reads samples sees the first two minutes (a file
     that long already fails the service's 60 s limit before speech is judged).
     """
     import dataclasses
@@ -64,10 +64,11 @@ def _streamed_clip(info: SourceInfo, rate: int | None, cfg: Config) -> Clip:
     import numpy as np
 
     from . import audio_io, speech
+    from .stage import DetectsSpeech
 
-    settings = next((st for st in cfg.check.stages if getattr(st, "name", "") == "validate"), None)
-    threshold = float(getattr(settings, "vad_threshold", 0.5))
-    merge_gap = float(getattr(settings, "merge_gap_s", 0.5))
+    settings = next((st for st in cfg.check.stages if isinstance(st, DetectsSpeech)), None)
+    threshold = settings.vad_threshold if settings is not None else 0.5
+    merge_gap = settings.merge_gap_s if settings is not None else 0.5
     out_rate = rate or info.sample_rate
     keep = int(STREAM_CHECK_S * out_rate)
     head: list[np.ndarray] = []
@@ -103,7 +104,7 @@ def _streamed_clip(info: SourceInfo, rate: int | None, cfg: Config) -> Clip:
         samples=np.concatenate(head)[np.newaxis, :],
         sample_rate=out_rate,
         source=source,
-        info={"speech_report": report, "peak": peak},
+        whole=WholeSource(speech=report, peak=peak),
     )
 
 

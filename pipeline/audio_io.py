@@ -1,4 +1,4 @@
-"""Decode any recording by its content (not its name) and write WAV atomically.
+"""Decode any recording by its content (not its name), in blocks, into a Clip.
 
 soundfile (libsndfile) reads WAV/RF64/FLAC/OGG/AIFF/MP3 quickly; PyAV (FFmpeg, bundled in the
 wheel) reads everything else (M4A/AAC, MP4/MOV, WebM/Matroska, Opus, ...). Decoding is chunked:
@@ -13,7 +13,6 @@ import dataclasses
 import os
 import sys
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -543,35 +542,3 @@ def decode(
     if end_s is None and start_s == 0.0:
         info = dataclasses.replace(info, duration_s=got)
     return Clip(samples=samples, sample_rate=out_rate, source=info, offset_s=start_s)
-
-
-def write_wav_atomic(path: str | os.PathLike[str], samples: np.ndarray, sample_rate: int) -> int:
-    """Write float samples ``(channels, frames)``, already on the 16-bit grid, as 16-bit PCM WAV.
-
-    Written to a temporary file in the same folder, fsynced, then renamed over ``path``; an
-    interrupted run leaves no partial file. Returns the size in bytes.
-    """
-    import tempfile  # here: `check` never writes, and tempfile pulls in shutil and random
-
-    import soundfile as sf
-
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    pcm = np.clip(np.round(np.asarray(samples, dtype=np.float64) * 32768.0), -32768, 32767).astype(np.int16)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part", dir=target.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            sf.write(fh, pcm.T, sample_rate, subtype="PCM_16", format="WAV")
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    return target.stat().st_size
-
-
-def wav_size_bytes(frames: int, channels: int, bits: int = 16) -> int:
-    """Size of a canonical PCM WAV file (44-byte header)."""
-    return 44 + frames * channels * bits // 8

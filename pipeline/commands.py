@@ -100,6 +100,8 @@ def cmd_stages(args: argparse.Namespace) -> int:
                 "name": name,
                 "summary": registry.summary(cls),
                 "changes_audio": bool(cls.changes_audio),
+                "needs": sorted(cls.needs),
+                "provides": sorted(cls.provides),
                 "options": [o.__dict__ for o in registry.options(cls)],
             }
             for name, cls in stages.items()
@@ -107,8 +109,7 @@ def cmd_stages(args: argparse.Namespace) -> int:
         sys.stdout.write(json.dumps(out, indent=2) + "\n")
         return 0
     for name, cls in stages.items():
-        kind = "changes audio" if cls.changes_audio else "measures only"
-        sys.stdout.write(f"{name}  ({kind})\n    {registry.summary(cls)}\n")
+        sys.stdout.write(f"{name}  ({_kind(cls)})\n    {registry.summary(cls)}\n")
         for o in registry.options(cls):
             sys.stdout.write(f"    {o.name}: {o.type} = {json.dumps(o.default)}\n        {o.help}\n")
         sys.stdout.write("\n")
@@ -138,7 +139,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from .report import summary
-    from .runner import plan, run_paths
+    from .runner import plan, run_jobs
 
     cfg = _config(args.config)
     if cfg is None:
@@ -150,7 +151,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     if missing:
         sys.stderr.write(f"voiceprep: error: no such file or folder: {missing[0]}\n")
         return 2
-    if not plan(args.paths, args.out):
+    planned = plan(args.paths, args.out)
+    if not planned:
         sys.stderr.write("voiceprep: error: no audio files found in " + ", ".join(args.paths) + "\n")
         return 2
     progress = sys.stderr.isatty() and not args.quiet
@@ -163,16 +165,15 @@ def cmd_run(args: argparse.Namespace) -> int:
     from .errors import ConfigError
 
     try:
-        results = run_paths(
-            args.paths,
-            args.out,
+        results = run_jobs(
+            planned,
             cfg,
             jobs=args.jobs,
             report=Path(args.report) if args.report else None,
             progress=progress,
             on_result=show,
         )
-    except ConfigError as exc:  # e.g. the `enroll:` section, checked before any file when the chain enrolls
+    except ConfigError as exc:  # e.g. the enroll stage's settings, checked when its client opens, before any file
         sys.stderr.write(f"voiceprep: config error: {exc}\n")
         return 2
     sys.stdout.write(summary(results) + "\n")
@@ -185,8 +186,7 @@ def stages_markdown() -> str:
 
     out = []
     for name, cls in registry.available().items():
-        kind = "changes audio" if cls.changes_audio else "measures only"
-        out.append(f"#### `{name}` ({kind})\n\n{registry.summary(cls)}\n")
+        out.append(f"#### `{name}` ({_kind(cls)})\n\n{registry.summary(cls)}\n")
         opts = registry.options(cls)
         if opts:
             out.append("| option | type | default | meaning |\n|---|---|---|---|")
@@ -195,3 +195,15 @@ def stages_markdown() -> str:
                 out.append(f"| `{o.name}` | {typ} | `{json.dumps(o.default)}` | {o.help.replace('|', '/')} |")
         out.append("")
     return "\n".join(out) + "\n"
+
+
+def _kind(cls: Any) -> str:
+    """``changes audio; needs the speech map; provides ...`` for a stage class."""
+    from .clip import FACT_NAMES
+
+    parts = ["changes audio" if cls.changes_audio else "measures only"]
+    if cls.needs:
+        parts.append("needs " + ", ".join(FACT_NAMES[f] for f in sorted(cls.needs)))
+    if cls.provides:
+        parts.append("provides " + ", ".join(FACT_NAMES[f] for f in sorted(cls.provides)))
+    return "; ".join(parts)

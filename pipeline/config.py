@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -14,6 +14,7 @@ from .errors import ConfigError
 from .pipeline import Pipeline
 
 TOP_LEVEL_KEYS = ("check", "run", "enroll")
+CHAINS = ("check", "run")
 
 
 def default_config_path() -> Path:
@@ -23,6 +24,27 @@ def default_config_path() -> Path:
         if candidate.is_file():
             return candidate
     raise ConfigError("the bundled pipeline.yaml is missing from this installation")
+
+
+class _Sections(Mapping[str, Any]):
+    """The config's sections as the typed settings stages are built with, parsed on first use
+    (a chain that reads no section never parses one)."""
+
+    def __init__(self, config: Config) -> None:
+        self._config = config
+
+    def __getitem__(self, key: str) -> Any:
+        if key != "enroll":
+            raise KeyError(key)
+        from .service.settings import EnrollSettings
+
+        return EnrollSettings.from_mapping(self._config.enroll)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(("enroll",))
+
+    def __len__(self) -> int:
+        return 1
 
 
 @dataclass(frozen=True)
@@ -56,12 +78,15 @@ class Config:
 
     def _chain(self, where: str) -> Pipeline:
         try:
-            return build_chain(self.check_spec if where == "check" else self.run_spec, where)
+            chain = build_chain(self.check_spec if where == "check" else self.run_spec, where, _Sections(self))
+            if where == "run" and len(chain) and not chain.provides("encoded"):
+                raise ConfigError("run: no stage makes the WAV that is written; add `encode` before `validate`")
+            return chain
         except ConfigError as exc:
             raise ConfigError(exc.message, source=self.path) from None
 
 
-def build_chain(spec: Any, where: str) -> Pipeline:
+def build_chain(spec: Any, where: str, context: Mapping[str, Any] | None = None) -> Pipeline:
     """Build a Pipeline from a YAML list of `name` or `{name: {options}}` items."""
     if spec is None:
         return Pipeline(())
@@ -81,11 +106,11 @@ def build_chain(spec: Any, where: str) -> Pipeline:
             raise ConfigError(f"{where}[{i}]: expected `name` or `{{name: {{options}}}}`, got {item!r}")
         if not isinstance(name, str):
             raise ConfigError(f"{where}[{i}]: stage name must be a string, got {name!r}")
-        stages.append(registry.build(name, opts))
-    return Pipeline(tuple(stages))
-
-
-CHAINS = ("check", "run")
+        stages.append(registry.build(name, opts, context=context))
+    try:
+        return Pipeline(tuple(stages))
+    except ConfigError as exc:
+        raise ConfigError(f"{where}: {exc.message}") from None
 
 
 def parse(data: Any, source: str | None = None, *, chains: tuple[str, ...] = CHAINS) -> Config:
@@ -108,9 +133,8 @@ def parse(data: Any, source: str | None = None, *, chains: tuple[str, ...] = CHA
 
 
 # The bundled pipeline.yaml as parsed, stamped with its size and CRC: `check` with the default
-# config skips importing PyYAML (~20 ms of a hook's start-up). Written by
-# `python bench/update_readme.py` (a test fails when it is stale); a bundled pipeline.yaml that
-# no longer matches the stamp is simply parsed as YAML.
+# config skips importing PyYAML. A bundled pipeline.yaml that no longer matches the stamp is
+# simply parsed as YAML.
 FROZEN_DEFAULT = Path(__file__).resolve().parent / "default_config.json"
 
 

@@ -1,9 +1,11 @@
-"""Stage registry: YAML names to stage classes, with strict option checking."""
+"""Stage registry: YAML names to stage classes (``stages/<name>.py``), with strict option checking."""
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import importlib
+import math
 import pkgutil
 import types
 import typing
@@ -11,62 +13,64 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal, TypeVar, get_args, get_origin
 
+from .clip import FACTS
 from .errors import ConfigError
 
-_REGISTRY: dict[str, type[Any]] = {}
-_LOADED = False
-
 T = TypeVar("T")
+MARK = "__voiceprep_stage__"
 
 
 def register(cls: type[T]) -> type[T]:
-    """Class decorator: make a stage buildable from YAML by its ``name``."""
+    """Class decorator: mark a stage class as buildable from YAML by its ``name``, after checking
+    that it is a frozen dataclass declaring what it needs and provides."""
     name = getattr(cls, "name", None)
     if not isinstance(name, str) or not name:
         raise TypeError(f"{cls.__name__} needs a class attribute `name`")
     if not dataclasses.is_dataclass(cls):
         raise TypeError(f"stage {name} must be a dataclass")
-    _REGISTRY[name] = cls
+    for attr in ("needs", "provides"):
+        facts = getattr(cls, attr, None)
+        if not isinstance(facts, frozenset) or not facts <= set(FACTS):
+            raise TypeError(f"stage {name}: `{attr}` must be a frozenset of {', '.join(FACTS)}")
+    setattr(cls, MARK, name)
     return cls
 
 
-def _load_all() -> None:
-    """Import every module of the `stages` package so that their @register runs (once)."""
-    global _LOADED
-    if _LOADED:
-        return
+def _stage_in(module: types.ModuleType, name: str) -> type[Any] | None:
+    for value in vars(module).values():
+        if isinstance(value, type) and value.__dict__.get(MARK) == name:
+            return value
+    return None
+
+
+@functools.cache
+def available() -> dict[str, type[Any]]:
+    """Every stage of the `stages` package, by YAML name, sorted."""
     import stages
 
+    found: dict[str, type[Any]] = {}
     for mod in pkgutil.iter_modules(stages.__path__):
         if not mod.name.startswith("_"):
-            importlib.import_module(f"stages.{mod.name}")
-    _LOADED = True
-
-
-def available() -> dict[str, type[Any]]:
-    """Every registered stage, by YAML name, sorted."""
-    _load_all()
-    return dict(sorted(_REGISTRY.items()))
+            cls = _stage_in(importlib.import_module(f"stages.{mod.name}"), mod.name)
+            if cls is not None:
+                found[mod.name] = cls
+    return dict(sorted(found.items()))
 
 
 def get(name: str) -> type[Any]:
-    """The stage class registered as ``name``. By convention the stage lives in ``stages/<name>.py``,
-    so only the modules of the stages a config names are imported; any other name loads the
-    whole package, for plug-ins and for the list of valid choices."""
-    if name in _REGISTRY:
-        return _REGISTRY[name]
+    """The stage class registered as ``name``. A stage lives in ``stages/<name>.py``, so only the
+    modules of the stages a config names are imported; an unknown name lists the valid ones."""
     if name.isidentifier() and not name.startswith("_"):
         try:
-            importlib.import_module(f"stages.{name}")
+            module = importlib.import_module(f"stages.{name}")
         except ModuleNotFoundError as exc:
             if exc.name != f"stages.{name}":
                 raise
-        if name in _REGISTRY:
-            return _REGISTRY[name]
-    stages_ = available()
-    if name not in stages_:
-        raise ConfigError(f"unknown stage {name!r}; valid stages: {', '.join(stages_)}")
-    return stages_[name]
+        else:
+            cls = _stage_in(module, name)
+            if cls is not None:
+                return cls
+    raise ConfigError(f"unknown stage {name!r}; valid stages: {', '.join(available())}")
 
 
 @dataclass(frozen=True)
@@ -88,16 +92,24 @@ def _type_name(tp: Any) -> str:
     return getattr(tp, "__name__", str(tp))
 
 
+def _option_fields(cls: type[Any]) -> list[dataclasses.Field[Any]]:
+    """The fields a YAML file may set: init fields that are not filled from a config section."""
+    return [f for f in dataclasses.fields(cls) if f.init and "section" not in f.metadata]
+
+
 def options(cls: type[Any]) -> list[OptionDoc]:
     """The options of a stage class: name, type, default and one-line help."""
     hints = typing.get_type_hints(cls)
     out = []
-    for f in dataclasses.fields(cls):
-        if not f.init:
-            continue
+    for f in _option_fields(cls):
         default = f.default if f.default is not dataclasses.MISSING else None
         out.append(OptionDoc(f.name, _type_name(hints[f.name]), default, f.metadata.get("help", "")))
     return out
+
+
+def sections(cls: type[Any]) -> dict[str, str]:
+    """The config sections a stage class reads, by field name."""
+    return {f.name: f.metadata["section"] for f in dataclasses.fields(cls) if "section" in f.metadata}
 
 
 def summary(cls: type[Any]) -> str:
@@ -114,12 +126,11 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
             return value
         raise ConfigError(f"{where}: {value!r} is not one of {', '.join(repr(c) for c in choices)}")
     if origin in (typing.Union, types.UnionType):
-        errors = []
         for arm in get_args(tp):
             try:
                 return _coerce(value, arm, where)
-            except ConfigError as exc:
-                errors.append(exc.message)
+            except ConfigError:
+                continue
         raise ConfigError(f"{where}: {value!r} is not {_type_name(tp)}")
     if tp is type(None):
         if value is None:
@@ -135,7 +146,10 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
         raise ConfigError(f"{where}: expected an integer, got {value!r}")
     if tp is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
+            number = float(value)
+            if not math.isfinite(number):
+                raise ConfigError(f"{where}: expected a finite number, got {value!r}")
+            return number
         raise ConfigError(f"{where}: expected a number, got {value!r}")
     if tp is str:
         if isinstance(value, str):
@@ -144,17 +158,23 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
     raise ConfigError(f"{where}: unsupported option type {_type_name(tp)}")
 
 
-def build(name: str, opts: Mapping[str, Any] | None = None) -> Any:
-    """Build a stage by YAML name, rejecting unknown options and wrong types with the valid choices."""
+def build(name: str, opts: Mapping[str, Any] | None = None, *, context: Mapping[str, Any] | None = None) -> Any:
+    """Build a stage by YAML name, rejecting unknown options and wrong types with the valid choices.
+
+    ``context`` maps config section names (e.g. ``enroll``) to their parsed settings, for the
+    fields a stage fills from a section; absent, those fields keep their defaults."""
     cls = get(name)
     opts = dict(opts or {})
     hints = typing.get_type_hints(cls)
-    valid = [f.name for f in dataclasses.fields(cls) if f.init]
+    valid = [f.name for f in _option_fields(cls)]
     unknown = sorted(set(opts) - set(valid))
     if unknown:
         choices = ", ".join(valid) if valid else "(none)"
         raise ConfigError(f"stage {name!r} has no option {unknown[0]!r}; valid options: {choices}")
     kwargs = {k: _coerce(v, hints[k], f"stage {name!r} option {k!r}") for k, v in opts.items()}
+    for field_name, section_name in sections(cls).items():
+        if context is not None and section_name in context:
+            kwargs[field_name] = context[section_name]
     try:
         return cls(**kwargs)
     except ValueError as exc:

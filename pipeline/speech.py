@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
+from .clip import Clip, SpeechMap
 from .models import SILERO_DECODER, SILERO_ENCODER
 from .numeric import dct_matrix, median
 
@@ -268,42 +268,6 @@ def merge_gaps(segments: np.ndarray, gap_s: float) -> np.ndarray:
     return np.array(runs, dtype=np.float64)
 
 
-@dataclass(frozen=True)
-class SpeechReport:
-    """Speech segments (seconds) of one signal and the measures the service's rules use."""
-
-    segments: np.ndarray  # (n, 2) seconds
-    runs: np.ndarray  # segments with pauses < merge_gap_s joined
-    probs: np.ndarray  # Silero probability per 32 ms frame
-    duration_s: float
-
-    @property
-    def speech_s(self) -> float:
-        return float(np.sum(self.segments[:, 1] - self.segments[:, 0])) if len(self.segments) else 0.0
-
-    @property
-    def longest_speech_s(self) -> float:
-        return float(np.max(self.runs[:, 1] - self.runs[:, 0])) if len(self.runs) else 0.0
-
-    @property
-    def longest_pause_s(self) -> float:
-        if len(self.segments) < 2:
-            return 0.0
-        return float(np.max(self.segments[1:, 0] - self.segments[:-1, 1]))
-
-    def metrics(self) -> dict[str, Any]:
-        lead = float(self.segments[0, 0]) if len(self.segments) else self.duration_s
-        tail = float(self.duration_s - self.segments[-1, 1]) if len(self.segments) else self.duration_s
-        return {
-            "speech_s": round(self.speech_s, 3),
-            "longest_speech_s": round(self.longest_speech_s, 3),
-            "longest_pause_s": round(self.longest_pause_s, 3),
-            "speech_segments": len(self.segments),
-            "leading_silence_s": round(max(lead, 0.0), 3),
-            "trailing_silence_s": round(max(tail, 0.0), 3),
-        }
-
-
 def detect(
     x: np.ndarray,
     sample_rate: int,
@@ -315,7 +279,7 @@ def detect(
     refine: bool = True,
     webrtc_mode: int = 2,
     reject_steady: bool = True,
-) -> SpeechReport:
+) -> SpeechMap:
     """Detect speech in mono ``x`` at ``sample_rate``: segments, continuous runs, probabilities."""
     x16 = to_vad_rate(x, sample_rate)
     return detect_stream(
@@ -360,7 +324,7 @@ def detect_stream(
     webrtc_mode: int = 2,
     reject_steady: bool = True,
     duration_s: float | None = None,
-) -> SpeechReport:
+) -> SpeechMap:
     """``detect`` over consecutive mono 16 kHz pieces (any lengths) without holding the signal:
     memory is one 60 s block plus 0.5 s of it carried to prime Silero's state for the next.
 
@@ -386,7 +350,7 @@ def detect_stream(
     if refine and len(segs):
         segs = refine_edges(segs, np.concatenate(flags_parts))
     segs = merge_gaps(np.clip(segs, 0.0, duration), 0.0)
-    return SpeechReport(segments=segs, runs=merge_gaps(segs, merge_gap_s), probs=probs, duration_s=duration)
+    return SpeechMap(segments=segs, runs=merge_gaps(segs, merge_gap_s), probs=probs, duration_s=duration)
 
 
 def coarse_activity(x16: np.ndarray, *, mode: int = 3, floor_dbfs: float = -55.0, rate: int = VAD_RATE) -> np.ndarray:
@@ -404,3 +368,11 @@ def coarse_activity(x16: np.ndarray, *, mode: int = 3, floor_dbfs: float = -55.0
     frames = x16[: n * frame].reshape(n, frame).astype(np.float64)
     level = 10 * np.log10(np.mean(frames * frames, axis=1) + 1e-12)
     return flags & (level > floor_dbfs)
+
+
+def segments_of(clip: Clip) -> np.ndarray:
+    """The speech segments (seconds) of ``clip``: its speech map when it has one, else detected
+    on its first channel with the default settings."""
+    if clip.speech is not None:
+        return clip.speech.segments
+    return detect(clip.samples[0], clip.sample_rate).segments

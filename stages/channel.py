@@ -7,7 +7,7 @@ from typing import ClassVar, Literal
 
 import numpy as np
 
-from pipeline.clip import Clip
+from pipeline.clip import Clip, Fact
 from pipeline.registry import register
 from pipeline.stage import option
 
@@ -86,6 +86,8 @@ class Channel:
 
     name: ClassVar[str] = "channel"
     changes_audio: ClassVar[bool] = True
+    needs: ClassVar[frozenset[Fact]] = frozenset()
+    provides: ClassVar[frozenset[Fact]] = frozenset()
 
     policy: Policy = option("auto", "auto | first | mix | loudest")
     dominance_db: float = option(10.0, "auto: a channel this much louder than the others is taken alone (dB)")
@@ -96,7 +98,6 @@ class Channel:
 
     def __call__(self, clip: Clip) -> Clip:
         mono, record = choose(clip.samples, self.policy, self.dominance_db)
-        metrics = {**dict(clip.info.get("metrics", {})), "channel_policy": record["channel_policy"]}
         out = mono[np.newaxis, :]
         out.setflags(write=False)  # a fresh array nobody else holds: the clip keeps it without a copy
-        return clip.replace(samples=out).with_info(**record, metrics=metrics)
+        return clip.replace(samples=out).measured(**record)

@@ -7,7 +7,7 @@ from typing import ClassVar
 
 import numpy as np
 
-from pipeline.clip import Clip
+from pipeline.clip import Clip, Fact, SpeechMap
 from pipeline.registry import register
 from pipeline.stage import option
 
@@ -46,6 +46,8 @@ class Edges:
 
     name: ClassVar[str] = "edges"
     changes_audio: ClassVar[bool] = True
+    needs: ClassVar[frozenset[Fact]] = frozenset({"speech"})
+    provides: ClassVar[frozenset[Fact]] = frozenset({"speech"})
 
     min_s: float = option(0.1, "shortest lead-in / tail (seconds)")
     max_s: float = option(0.3, "longest lead-in / tail (seconds)")
@@ -59,7 +61,9 @@ class Edges:
             raise ValueError("fade_s must be between 0 and min_s")
 
     def __call__(self, clip: Clip) -> Clip:
-        segs = clip.info.get("speech_segments")
+        if clip.speech is None:
+            raise ValueError("edges needs the speech map: put it after a stage that finds speech")
+        segs = clip.speech.segments.tolist()
         if not segs:
             return clip
         x, shift = fit_edges(
@@ -74,4 +78,7 @@ class Edges:
         )
         dur = len(x) / clip.sample_rate
         moved = [[round(min(max(a + shift, 0.0), dur), 4), round(min(max(b + shift, 0.0), dur), 4)] for a, b in segs]
-        return clip.replace(samples=x[np.newaxis, :]).with_info(speech_segments=moved)
+        runs = [[round(min(max(a + shift, 0.0), dur), 4), round(min(max(b + shift, 0.0), dur), 4)]
+                for a, b in clip.speech.runs.tolist()]
+        speech = SpeechMap(segments=np.asarray(moved), runs=np.asarray(runs), duration_s=dur)
+        return clip.replace(samples=x[np.newaxis, :], speech=speech)

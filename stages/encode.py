@@ -1,4 +1,4 @@
-"""encode: quantise to 16-bit PCM with TPDF dither; the clip then describes the WAV to be written."""
+"""encode: quantise to 16-bit PCM with TPDF dither and make the WAV file's bytes, once."""
 
 from __future__ import annotations
 
@@ -8,13 +8,12 @@ from typing import ClassVar
 
 import numpy as np
 
-from pipeline.audio_io import wav_size_bytes
-from pipeline.clip import Clip
+from pipeline.clip import Clip, Fact
 from pipeline.errors import service_error
+from pipeline.limits import MAX_FILE_BYTES
 from pipeline.registry import register
 from pipeline.stage import option
-
-MAX_BYTES = 10_000_000  # "10 MB": the decimal reading is the safe one (a file between 10^7 and 2^20*10 may be refused)
+from pipeline.writer import wav16, wav16_size_bytes
 
 
 def quantize16(x: np.ndarray, dither: bool = True, seed: int = 0) -> np.ndarray:
@@ -29,17 +28,23 @@ def quantize16(x: np.ndarray, dither: bool = True, seed: int = 0) -> np.ndarray:
 @register
 @dataclass(frozen=True)
 class Encode:
-    """Quantise to 16-bit PCM WAV (TPDF dither, deterministic); refuse a result over 10 MB."""
+    """Quantise to 16-bit PCM WAV (TPDF dither, deterministic) and make the file's bytes; refuse a result over 10 MB.
+
+    Provides ``encoded``: the bytes the runner writes and the `enroll` stage uploads. Raises
+    Audio.FileSizeExceed.
+    """
 
     name: ClassVar[str] = "encode"
     changes_audio: ClassVar[bool] = True
+    needs: ClassVar[frozenset[Fact]] = frozenset()
+    provides: ClassVar[frozenset[Fact]] = frozenset({"encoded"})
 
     dither: bool = option(True, "add TPDF dither before rounding to 16 bits")
 
     def __call__(self, clip: Clip) -> Clip:
         y = quantize16(clip.samples, self.dither)
-        size = wav_size_bytes(y.shape[1], y.shape[0])
-        if size > MAX_BYTES:
+        size = wav16_size_bytes(y.shape[1], y.shape[0])
+        if size > MAX_FILE_BYTES:
             raise service_error("Audio.FileSizeExceed", f"the encoded WAV would be {size / 1e6:.1f} MB")
         src = dataclasses.replace(
             clip.source,
@@ -51,4 +56,4 @@ class Encode:
             duration_s=y.shape[1] / clip.sample_rate,
             size_bytes=size,
         )
-        return clip.replace(samples=y, source=src)
+        return clip.replace(samples=y, source=src, encoded=wav16(y, clip.sample_rate))

@@ -7,7 +7,7 @@ from typing import ClassVar
 
 import numpy as np
 
-from pipeline.clip import Clip
+from pipeline.clip import Clip, Fact
 from pipeline.dsp import butter_highpass, sosfiltfilt
 from pipeline.registry import register
 from pipeline.stage import option
@@ -28,6 +28,8 @@ class Highpass:
 
     name: ClassVar[str] = "highpass"
     changes_audio: ClassVar[bool] = True
+    needs: ClassVar[frozenset[Fact]] = frozenset()
+    provides: ClassVar[frozenset[Fact]] = frozenset()
 
     cutoff_hz: float = option(60.0, "high-pass corner frequency (Hz); 0 removes only the DC offset")
     order: int = option(2, "filter order (gentle: 2 = 12 dB/octave, doubled by the zero-phase pass)")
@@ -41,4 +43,4 @@ class Highpass:
     def __call__(self, clip: Clip) -> Clip:
         dc = float(np.mean(clip.samples))
         out = highpass(clip.samples, clip.sample_rate, self.cutoff_hz, self.order)
-        return clip.replace(samples=out).with_info(dc_offset_removed=round(dc, 6))
+        return clip.replace(samples=out).measured(dc_offset_removed=round(dc, 6))

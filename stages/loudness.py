@@ -8,7 +8,7 @@ from typing import ClassVar
 
 import numpy as np
 
-from pipeline.clip import Clip
+from pipeline.clip import Clip, Fact
 from pipeline.dsp import moving_max, moving_mean, rbj_biquad, sosfilt
 from pipeline.registry import register
 from pipeline.stage import option
@@ -196,6 +196,8 @@ class Loudness:
 
     name: ClassVar[str] = "loudness"
     changes_audio: ClassVar[bool] = True
+    needs: ClassVar[frozenset[Fact]] = frozenset()
+    provides: ClassVar[frozenset[Fact]] = frozenset()
 
     target_lufs: float = option(-20.0, "integrated loudness target (LUFS)")
     ceiling_dbtp: float = option(-1.5, "true-peak ceiling after limiting (dBTP, 4x oversampled)")
@@ -211,16 +213,14 @@ class Loudness:
 
     def __call__(self, clip: Clip) -> Clip:
         x = clip.samples[0]
-        has_speech = bool(clip.info.get("speech_segments", [True]))
+        has_speech = clip.speech is None or len(clip.speech.segments) > 0
         if not has_speech:
             lufs, tp = integrated_lufs(x, clip.sample_rate), true_peak_dbtp(x)
             y, gain = x, 0.0
         else:
             y, gain, lufs, tp = normalize(x, clip.sample_rate, self.target_lufs, self.ceiling_dbtp, self.max_gain_db)
-        metrics = {
-            **dict(clip.info.get("metrics", {})),
-            "loudness_lufs": round(lufs, 2) if np.isfinite(lufs) else None,
-            "true_peak_dbtp": round(tp, 2) if np.isfinite(tp) else None,
-            "gain_db": round(gain, 2),
-        }
-        return clip.replace(samples=np.asarray(y, dtype=np.float32)[np.newaxis, :]).with_info(metrics=metrics)
+        return clip.replace(samples=np.asarray(y, dtype=np.float32)[np.newaxis, :]).measured(
+            loudness_lufs=round(lufs, 2) if np.isfinite(lufs) else None,
+            true_peak_dbtp=round(tp, 2) if np.isfinite(tp) else None,
+            gain_db=round(gain, 2),
+        )

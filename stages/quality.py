@@ -9,11 +9,12 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from pipeline.clip import Clip
+from pipeline.clip import Clip, Fact
 from pipeline.dsp import moving_max, moving_mean, rbj_biquad
 from pipeline.errors import service_error
 from pipeline.numeric import dct_matrix, median, percentile
 from pipeline.registry import register
+from pipeline.speech import segments_of as speech_segments
 from pipeline.stage import option
 
 ANALYSIS_RATE = 16000  # everything but clipping, DC and bandwidth is measured at 16 kHz
@@ -674,6 +675,8 @@ class Quality:
 
     name: ClassVar[str] = "quality"
     changes_audio: ClassVar[bool] = False
+    needs: ClassVar[frozenset[Fact]] = frozenset()
+    provides: ClassVar[frozenset[Fact]] = frozenset()
 
     min_snr_db: float = option(20.0, "warn (low_snr) when the speech-to-noise ratio is under this (dB)")
     refuse_snr_db: float = option(10.0, "refuse (InternalError) when the SNR is under this (dB)")
@@ -701,18 +704,6 @@ class Quality:
             raise ValueError("max_clipped_ratio and max_music_share must be between 0 and 1")
         if self.min_bandwidth_hz <= 0 or self.max_dc_offset < 0:
             raise ValueError("min_bandwidth_hz must be positive and max_dc_offset >= 0")
-
-    def segments(self, clip: Clip) -> np.ndarray:
-        """Speech segments of channel 0: from ``validate``'s metrics or the ``window`` stage when
-        present, else detected."""
-        known = dict(clip.info.get("metrics", {})).get("segments")
-        if known is None:
-            known = clip.info.get("speech_segments")  # the window stage's, in this clip's time line
-        if known is not None:
-            return as_segments(known)
-        from pipeline import speech
-
-        return speech.detect(clip.samples[0], clip.sample_rate).segments
 
     def findings(self, m: dict[str, Any], source_rate: int) -> tuple[list[tuple[str, str, str]], list[tuple[str, str]]]:
         """``(warnings, refusals)``: ``(code, message, hint)`` and ``(message, hint)`` from the metrics."""
@@ -773,18 +764,18 @@ class Quality:
         return warn, refuse
 
     def __call__(self, clip: Clip) -> Clip:
-        segs = self.segments(clip)
+        segs = speech_segments(clip)
         q = measure(clip.samples[0], clip.sample_rate, segs)
         if self.dnsmos:
             q.update(dnsmos(to_rate(as_mono(clip.samples[0]), clip.sample_rate)))
         warn, refuse = self.findings(q, clip.source.sample_rate)
-        metrics = {**dict(clip.info.get("metrics", {})), **q}
+        metrics = {**clip.metrics, **q}
         metrics["quality_warnings"] = [c for c, _, _ in warn]
         if refuse:
             message = "; ".join(msg for msg, _ in refuse) + " (the service answers \"audio preprocess server error\")"
             hint = "; ".join(dict.fromkeys(h for _, h in refuse))
             raise service_error("InternalError", message, hint=hint, metrics=metrics)
-        out = clip.with_info(metrics=metrics)
+        out = clip.replace(metrics=metrics)
         for code, msg, hint in warn:
             out = out.warn(code, msg, hint)
         return out

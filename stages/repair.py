@@ -9,9 +9,10 @@ from typing import Any, ClassVar, TypeVar
 
 import numpy as np
 
-from pipeline.clip import Clip
+from pipeline.clip import Clip, Fact
 from pipeline.dsp import butter_highpass, notch, sosfiltfilt
 from pipeline.registry import register
+from pipeline.speech import segments_of as speech_segments
 from pipeline.stage import option
 from stages import quality as q
 
@@ -79,11 +80,13 @@ class Repair:
 
     Each repair: measure channel 0; if over its trigger, apply to every channel; measure again;
     keep the result only if the measure improved by the stated margin and the SNR did not drop
-    by more than 1 dB. Raises nothing.
+    by more than 1 dB. Uses the clip's speech map (detects speech when it has none). Raises nothing.
     """
 
     name: ClassVar[str] = "repair"
     changes_audio: ClassVar[bool] = True
+    needs: ClassVar[frozenset[Fact]] = frozenset()
+    provides: ClassVar[frozenset[Fact]] = frozenset()
 
     dc: bool = option(True, "remove a DC offset larger than min_dc_offset")
     min_dc_offset: float = option(0.002, "DC offset (full scale 1) that calls for removal")
@@ -108,7 +111,7 @@ class Repair:
             raise ValueError("denoise needs the optional extra: pip install 'voiceprep[denoise]'")
 
     def __call__(self, clip: Clip) -> Clip:
-        segs = q.Quality.segments(q.Quality(), clip)
+        segs = speech_segments(clip)
         rate = clip.sample_rate
         x = np.asarray(clip.samples, dtype=np.float32)
         records: list[dict[str, Any]] = []
@@ -173,4 +176,4 @@ class Repair:
         if not records:
             return clip
         out = clip.replace(samples=x) if any(r["kept"] for r in records) else clip
-        return out.with_info(repairs=[*clip.info.get("repairs", []), *records])
+        return out.measured(repairs=[*clip.metrics.get("repairs", []), *records])

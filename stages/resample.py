@@ -7,12 +7,11 @@ from typing import ClassVar
 
 import numpy as np
 
-from pipeline.clip import Clip
+from pipeline.clip import Clip, Fact
 from pipeline.errors import service_error
+from pipeline.limits import MIN_SAMPLE_RATE_HZ
 from pipeline.registry import register
 from pipeline.stage import option
-
-MIN_RATE = 16000
 
 
 def resample(x: np.ndarray, rate_in: int, rate_out: int) -> np.ndarray:
@@ -36,18 +35,20 @@ class Resample:
 
     name: ClassVar[str] = "resample"
     changes_audio: ClassVar[bool] = True
+    needs: ClassVar[frozenset[Fact]] = frozenset()
+    provides: ClassVar[frozenset[Fact]] = frozenset()
 
     target_hz: int = option(24000, "output sample rate for sources above it (Hz, >= 16000)")
     allow_upsample: bool = option(False, "upsample sources under 16 kHz instead of refusing them (warns narrowband)")
 
     def __post_init__(self) -> None:
-        if not MIN_RATE <= self.target_hz <= 192000:
+        if not MIN_SAMPLE_RATE_HZ <= self.target_hz <= 192000:
             raise ValueError("target_hz must be between 16000 and 192000")
 
     def __call__(self, clip: Clip) -> Clip:
         rate = clip.sample_rate
         source_rate = min(rate, clip.source.sample_rate)
-        if source_rate < MIN_RATE:
+        if source_rate < MIN_SAMPLE_RATE_HZ:
             if not self.allow_upsample:
                 raise service_error(
                     "Audio.AudioRateError",

@@ -8,12 +8,11 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from pipeline.clip import Clip
+from pipeline.clip import Clip, Fact, SpeechMap
 from pipeline.errors import PipelineError, service_error
+from pipeline.limits import MAX_DURATION_S, MAX_FILE_BYTES, MIN_RUN_S, MIN_SAMPLE_RATE_HZ, MIN_SPEECH_S
 from pipeline.registry import register
 from pipeline.stage import option
-
-MAX_BYTES = 10_000_000  # "10 MB": the decimal reading is the safe one (a file between 10^7 and 2^20*10 may be refused)
 
 
 def format_ok(container: str, codec: str, bit_depth: int | None) -> bool:
@@ -53,12 +52,12 @@ def rules(max_duration_s: float, min_speech_s: float, min_run_s: float) -> tuple
         ),
         Rule(
             "Audio.FileSizeExceed",
-            lambda m: m["size_bytes"] > MAX_BYTES,
+            lambda m: m["size_bytes"] > MAX_FILE_BYTES,
             lambda m: f"file is {m['size_bytes'] / 1e6:.1f} MB, over the 10 MB limit",
         ),
         Rule(
             "Audio.AudioRateError",
-            lambda m: m["sample_rate"] < 16000,
+            lambda m: m["sample_rate"] < MIN_SAMPLE_RATE_HZ,
             lambda m: f"sample rate {m['sample_rate']} Hz is under 16 kHz",
             "record again at 16 kHz or more; upsampling cannot restore lost bandwidth, "
             "though `voiceprep run` with `allow_upsample: true` does it with a warning",
@@ -96,15 +95,18 @@ class Validate:
 
     Raises the service's own codes: BadRequest.UnsupportedFileFormat, Audio.FileSizeExceed,
     Audio.AudioRateError, InternalError (too long), Audio.AudioSilentError, Audio.AudioShortError.
-    The measurements are added to ``info["metrics"]`` and carried by the error too.
+    The measurements are added to the clip's metrics and carried by the error too; the speech
+    found on the first channel becomes the clip's speech map.
     """
 
     name: ClassVar[str] = "validate"
     changes_audio: ClassVar[bool] = False
+    needs: ClassVar[frozenset[Fact]] = frozenset()
+    provides: ClassVar[frozenset[Fact]] = frozenset({"speech"})
 
-    max_duration_s: float = option(60.0, "longest audio the service accepts (seconds)")
-    min_speech_s: float = option(10.0, "speech must total MORE than this (seconds)")
-    min_run_s: float = option(5.0, "one continuous speech run must be LONGER than this (seconds)")
+    max_duration_s: float = option(MAX_DURATION_S, "longest audio the service accepts (seconds)")
+    min_speech_s: float = option(MIN_SPEECH_S, "speech must total MORE than this (seconds)")
+    min_run_s: float = option(MIN_RUN_S, "one continuous speech run must be LONGER than this (seconds)")
     merge_gap_s: float = option(0.5, "pauses shorter than this join speech into one continuous run (seconds)")
     vad_threshold: float = option(0.5, "Silero speech probability that starts a speech segment (0-1)")
 
@@ -116,15 +118,15 @@ class Validate:
         if self.merge_gap_s < 0 or self.max_duration_s <= 0:
             raise ValueError("merge_gap_s must be >= 0 and max_duration_s > 0")
 
-    def measure(self, clip: Clip) -> dict[str, Any]:
-        """Everything the rules look at: the source's facts and speech on the first channel."""
+    def measure(self, clip: Clip) -> tuple[dict[str, Any], SpeechMap]:
+        """Everything the rules look at (the source's facts and speech on the first channel), and
+        that speech; for a long input held only in part, its whole-source measures."""
         from pipeline import speech
 
         src = clip.source
-        streamed = clip.info.get("speech_report")
-        if isinstance(streamed, speech.SpeechReport):  # a long input measured in blocks (pipeline.api)
-            report = streamed
-            peak = float(clip.info.get("peak", 0.0))
+        if clip.whole is not None:
+            report = clip.whole.speech
+            peak = clip.whole.peak
         else:
             report = speech.detect(
                 clip.samples[0], clip.sample_rate, threshold=self.vad_threshold, merge_gap_s=self.merge_gap_s
@@ -142,14 +144,17 @@ class Validate:
         }
         metrics.update(report.metrics())
         metrics["segments"] = [[round(a, 3), round(b, 3)] for a, b in report.segments]
-        return metrics
+        return metrics, SpeechMap(
+            segments=metrics["segments"], runs=report.runs, duration_s=report.duration_s, probs=report.probs
+        )
 
     def __call__(self, clip: Clip) -> Clip:
-        metrics = {**dict(clip.info.get("metrics", {})), **self.measure(clip)}
+        measured, found = self.measure(clip)
+        metrics = {**clip.metrics, **measured}
         failures = [r for r in rules(self.max_duration_s, self.min_speech_s, self.min_run_s) if r.fails(metrics)]
         metrics["failures"] = [r.code for r in failures]
         if failures:
             first = failures[0]
             err: PipelineError = service_error(first.code, first.message(metrics), hint=first.hint, metrics=metrics)
             raise err
-        return clip.with_info(metrics=metrics)
+        return clip.replace(metrics=metrics, speech=found)

@@ -3,17 +3,15 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 
-from pipeline.clip import Clip
+from pipeline.clip import Clip, Cut, Fact, SpeechMap
 from pipeline.errors import service_error
+from pipeline.limits import MIN_SPEECH_S
 from pipeline.registry import register
 from pipeline.stage import option
-
-if TYPE_CHECKING:
-    from pipeline.speech import SpeechReport
 
 
 @dataclass(frozen=True)
@@ -171,16 +169,23 @@ class Window:
     ``max_pause_s``. With ``shorten_pauses`` (used only when no window qualifies without it),
     pauses longer than ``pause_to_s`` are cut down with short crossfades and a
     ``pause_shortened`` warning. Raises Audio.AudioSilentError when the whole recording holds
-    ``min_speech_s`` of speech or less. ``info["segment"]`` is the window in input seconds.
+    ``min_input_speech_s`` of speech or less. Provides the cut (the window in input seconds) and
+    the speech map of the clip it cuts; uses a speech map the clip already has (found while
+    scouting a long input) instead of detecting speech again.
     """
 
     name: ClassVar[str] = "window"
     changes_audio: ClassVar[bool] = True
+    needs: ClassVar[frozenset[Fact]] = frozenset()
+    provides: ClassVar[frozenset[Fact]] = frozenset({"speech", "cut"})
 
     min_s: float = option(10.0, "shortest window (seconds)")
     max_s: float = option(20.0, "longest window (seconds)")
     min_speech_s: float = option(10.5, "speech the window must hold (seconds; the service needs more than 10)")
     min_run_s: float = option(5.5, "the window must hold a continuous run longer than this (seconds; service: 5)")
+    min_input_speech_s: float = option(
+        MIN_SPEECH_S, "refuse (Audio.AudioSilentError) an input holding this much speech or less (seconds)"
+    )
     max_pause_s: float = option(2.0, "longest pause allowed inside the window (seconds)")
     merge_gap_s: float = option(0.5, "pauses shorter than this keep a speech run continuous (seconds)")
     edge_s: float = option(0.2, "silence kept before the first and after the last word (seconds)")
@@ -205,9 +210,23 @@ class Window:
             raise ValueError("crossfade_s must be positive and under half of pause_to_s")
         if self.quality_weight < 0 or self.quality_candidates < 0:
             raise ValueError("quality_weight and quality_candidates must be >= 0")
+        if self.min_input_speech_s < 0:
+            raise ValueError("min_input_speech_s must be >= 0")
+
+    def meets_rules(self, speech_s: float, longest_run_s: float) -> bool:
+        """Whether a window with this much speech and this longest run meets every rule."""
+        return speech_s >= self.min_speech_s and longest_run_s > self.min_run_s
+
+    def qualifies(self, cut: Cut) -> bool:
+        """Whether ``cut`` (one this stage made) meets every rule: the runner stops scouting there."""
+        return self.meets_rules(cut.speech_s, cut.longest_run_s)
+
+    def span_s(self) -> float:
+        """The longest stretch one window spans: the runner scouts long inputs in stretches this long."""
+        return self.max_s
 
     def score(self, c: Candidate) -> float:
-        qualifies = c.speech_s >= self.min_speech_s and c.longest_run_s > self.min_run_s
+        qualifies = self.meets_rules(c.speech_s, c.longest_run_s)
         return (1000.0 if qualifies else 0.0) + c.speech_s - self.steadiness_weight * c.spread_db - 0.5 * c.shortened
 
     def rerank(
@@ -258,7 +277,7 @@ class Window:
         }
         plain = candidates(segs, levels, duration, shorten_to_s=None, **kw)
         best = self.rerank(x, rate, plain, segs, x16)
-        if (best is None or self.score(best) < 1000.0) and self.shorten_pauses:
+        if (best is None or not self.meets_rules(best.speech_s, best.longest_run_s)) and self.shorten_pauses:
             short = candidates(segs, levels, duration, shorten_to_s=self.pause_to_s, **kw)
             alt = self.rerank(x, rate, short, segs, x16)
             if alt is not None and (best is None or self.score(alt) > self.score(best)):
@@ -277,24 +296,18 @@ class Window:
             )
         return best
 
-    def speech(self, clip: Clip, x16: np.ndarray) -> SpeechReport:
-        """Speech in the clip: detected, unless the runner already detected it on this stretch of
-        the input while scouting a long recording (``info["speech_hint"]``: segments in input
-        time, found by this stage with these settings), then taken from there."""
+    def speech(self, clip: Clip, x16: np.ndarray) -> SpeechMap:
+        """Speech in the clip: the clip's speech map when it has one (found ahead, e.g. while the
+        runner scouted a long input with this stage), with its runs joined by this stage's merge
+        gap; else detected."""
         from pipeline import speech
 
-        hint = clip.info.get("speech_hint")
         duration = len(x16) / speech.VAD_RATE
-        if hint is not None:
-            segs = np.asarray(hint, dtype=np.float64).reshape(-1, 2) - clip.offset_s
+        if clip.speech is not None:
+            segs = clip.speech.segments
             segs = np.clip(segs[(segs[:, 1] > 0) & (segs[:, 0] < duration)], 0.0, duration)
             segs = segs[segs[:, 1] > segs[:, 0]]
-            return speech.SpeechReport(
-                segments=segs,
-                runs=speech.merge_gaps(segs, self.merge_gap_s),
-                probs=np.zeros(0, dtype=np.float32),
-                duration_s=duration,
-            )
+            return SpeechMap(segments=segs, runs=speech.merge_gaps(segs, self.merge_gap_s), duration_s=duration)
         return speech.detect(x16, speech.VAD_RATE, threshold=self.vad_threshold, merge_gap_s=self.merge_gap_s)
 
     def __call__(self, clip: Clip) -> Clip:
@@ -308,12 +321,12 @@ class Window:
             "input_longest_speech_s": round(report.longest_speech_s, 3),
             "input_longest_pause_s": round(report.longest_pause_s, 3),
         }
-        if report.speech_s <= 10.0:
+        if report.speech_s <= self.min_input_speech_s:
             raise service_error(
                 "Audio.AudioSilentError",
-                f"only {report.speech_s:.1f} s of speech found; more than 10 s needed",
+                f"only {report.speech_s:.1f} s of speech found; more than {self.min_input_speech_s:g} s needed",
                 hint="no usable voice: record 20-30 s of one person reading aloud, without music or noise",
-                metrics={**dict(clip.info.get("metrics", {})), **found},
+                metrics={**clip.metrics, **found},
             )
         best = self.choose(x, clip.sample_rate, report.segments, x16)
         if best is None:  # pragma: no cover - speech_s > 10 implies segments
@@ -325,24 +338,30 @@ class Window:
                 lo, hi = max(s, a), min(e, b)
                 if hi > lo:
                     inside.append([round(float(off + lo - a), 4), round(float(off + hi - a), 4)])
-        out = clip.replace(samples=audio[np.newaxis, :], offset_s=clip.offset_s + best.start_s).with_info(
-            segment={
-                "start_s": round(float(clip.offset_s + best.start_s), 3),
-                "end_s": round(float(clip.offset_s + best.end_s), 3),
-            },
-            window_score=round(self.score(best), 3),
-            window={
-                "speech_s": round(best.speech_s, 3),
-                "longest_run_s": round(best.longest_run_s, 3),
-                "longest_pause_s": round(best.longest_pause_s, 3),
-                "level_spread_db": round(best.spread_db, 2),
-                "pauses_shortened": best.shortened,
-            },
-            speech_segments=inside,
-            input_speech_segments=[[round(float(clip.offset_s + a), 4), round(float(clip.offset_s + b), 4)]
-                                   for a, b in report.segments],
-            metrics={**dict(clip.info.get("metrics", {})), **found},
+        from pipeline.speech import merge_gaps
+
+        off = clip.offset_s
+        found_in_input = [[round(float(off + a), 4), round(float(off + b), 4)] for a, b in report.segments]
+        cut = Cut(
+            start_s=round(float(off + best.start_s), 3),
+            end_s=round(float(off + best.end_s), 3),
+            pieces=tuple((round(float(off + a), 4), round(float(off + b), 4)) for a, b in best.pieces),
+            score=round(self.score(best), 3),
+            speech_s=round(best.speech_s, 3),
+            longest_run_s=round(best.longest_run_s, 3),
+            longest_pause_s=round(best.longest_pause_s, 3),
+            level_spread_db=round(best.spread_db, 2),
+            pauses_shortened=best.shortened,
+            input_speech=SpeechMap(segments=np.asarray(found_in_input), runs=report.runs + off, duration_s=report.duration_s),
         )
+        inside_segs = np.asarray(inside, dtype=np.float64).reshape(-1, 2)
+        inside_runs = merge_gaps(inside_segs, self.merge_gap_s)
+        out = clip.replace(
+            samples=audio[np.newaxis, :],
+            offset_s=off + best.start_s,
+            speech=SpeechMap(segments=inside_segs, runs=inside_runs, duration_s=len(audio) / clip.sample_rate),
+            cut=cut,
+        ).measured(**found)
         if best.shortened:
             out = out.warn(
                 "pause_shortened",

@@ -172,16 +172,6 @@ def test_sniff_names_containers_by_bytes():
     assert audio_io.sniff(b"hello") == "unknown"
 
 
-def test_write_wav_atomic_leaves_no_temp_and_is_exact(tmp_path: Path):
-    y = (np.arange(-100, 100, dtype=np.float32) / 32768.0)[np.newaxis, :]
-    out = tmp_path / "deep" / "o.wav"
-    size = audio_io.write_wav_atomic(out, y, 24000)
-    assert size == out.stat().st_size == audio_io.wav_size_bytes(200, 1)
-    back, sr = sf.read(out, dtype="int16")
-    assert sr == 24000 and back.tolist() == list(range(-100, 100))
-    assert [p.name for p in out.parent.iterdir()] == ["o.wav"]
-
-
 def _with_chunk_before_data(src: bytes, cid: bytes, body: bytes) -> bytes:
     """``src`` (a canonical 44-byte-header WAV) with an extra chunk between `fmt ` and `data`."""
     import struct

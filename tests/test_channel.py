@@ -26,13 +26,13 @@ def test_voice_only_in_right_channel_is_taken():
     quiet = np.random.default_rng(0).standard_normal(len(V)).astype(np.float32) * 1e-4
     out = Channel()(_clip(np.stack([quiet, V])))
     np.testing.assert_array_equal(out.samples[0], V)
-    assert out.info["channel_policy"].startswith("channel 2")
+    assert out.metrics["channel_policy"].startswith("channel 2")
 
 
 def test_opposite_phase_is_recombined_not_cancelled():
     out = Channel()(_clip(np.stack([V, -V])))
     assert abs(_level(out.samples[0]) - _level(V)) < 0.1
-    assert "opposite phase" in out.info["metrics"]["channel_policy"]
+    assert "opposite phase" in out.metrics["channel_policy"]
     # a blind average would have silenced it
     mixed = Channel(policy="mix")(_clip(np.stack([V, -V])))
     assert np.max(np.abs(mixed.samples)) == 0.0
@@ -41,7 +41,7 @@ def test_opposite_phase_is_recombined_not_cancelled():
 def test_coherent_channels_are_averaged_and_mono_is_kept():
     out = Channel()(_clip(np.stack([V, 0.9 * V])))
     np.testing.assert_allclose(out.samples[0], 0.95 * V, atol=1e-6)
-    assert Channel()(_clip(V[np.newaxis, :])).info["channel_policy"] == "mono"
+    assert Channel()(_clip(V[np.newaxis, :])).metrics["channel_policy"] == "mono"
 
 
 def test_different_channels_keep_the_louder():

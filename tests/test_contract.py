@@ -11,10 +11,23 @@ import pytest
 from conftest import load
 
 from pipeline import registry
-from pipeline.clip import Clip, SourceInfo
+from pipeline.clip import FACTS, Clip, SourceInfo
+from pipeline.errors import ConfigError
+from pipeline.pipeline import Pipeline
 from pipeline.stage import Stage
 
 STAGES = sorted(registry.available())
+
+
+def _providers(fact: str) -> list[str]:
+    return [name for name in STAGES if fact in registry.get(name).provides and not registry.get(name).needs]
+
+
+def _with_needs(clip: Clip, needs: frozenset[str]) -> Clip:
+    """``clip`` given the facts a stage needs, made by the first registered stage providing each."""
+    for fact in sorted(needs):
+        clip = registry.build(_providers(fact)[0])(clip)
+    return clip
 
 
 def _clip(stereo: bool = False) -> Clip:
@@ -40,11 +53,22 @@ def test_stage_contract(name: str, clips: dict[str, Clip]):
     assert isinstance(stage, Stage) and stage.name == name
     assert dataclasses.is_dataclass(stage) and type(stage).__dataclass_params__.frozen  # type: ignore[attr-defined]
     assert isinstance(cls.changes_audio, bool)
+    assert isinstance(cls.needs, frozenset) and isinstance(cls.provides, frozenset)
+    assert cls.needs <= set(FACTS) and cls.provides <= set(FACTS)
+    assert all(_providers(f) for f in cls.needs), f"{name} needs a fact no stage provides"
     assert registry.summary(cls), f"{name} needs a docstring"
     assert pickle.loads(pickle.dumps(stage)) == stage
+    Pipeline((*(registry.build(_providers(f)[0]) for f in sorted(cls.needs)), stage))  # a valid order
+    if cls.needs:
+        with pytest.raises(ConfigError, match=name):
+            Pipeline((stage,))  # alone, its needs are missing: refused when the chain is built
     if getattr(cls, "contract_needs_service", False):
         pytest.skip("talks to the enrollment service; covered by its own tests")
-    for kind, clip in clips.items():
+    for kind, plain in clips.items():
+        if cls.needs:
+            with pytest.raises(ValueError, match="needs"):
+                stage(plain)
+        clip = _with_needs(plain, cls.needs)
         before = clip.samples.copy()
         out = stage(clip)
         assert isinstance(out, Clip)
@@ -54,6 +78,8 @@ def test_stage_contract(name: str, clips: dict[str, Clip]):
         assert not clip.samples.flags.writeable and not out.samples.flags.writeable
         if not cls.changes_audio:
             np.testing.assert_array_equal(out.samples, clip.samples)
+        for fact in cls.provides:
+            assert out.has(fact), f"{name} provides {fact} but did not set it"
         assert pickle.loads(pickle.dumps(out)).samples.shape == out.samples.shape, kind
 
 
@@ -64,6 +90,6 @@ def test_clip_is_immutable():
     with pytest.raises(dataclasses.FrozenInstanceError):
         clip.sample_rate = 8000  # type: ignore[misc]
     with pytest.raises(TypeError):
-        clip.info["x"] = 1  # type: ignore[index]
-    c2 = clip.with_info(a=1).warn("hum", "50 Hz hum")
-    assert "a" not in clip.info and clip.warnings == () and c2.info["a"] == 1 and c2.warnings[0].code == "hum"
+        clip.metrics["x"] = 1  # type: ignore[index]
+    c2 = clip.measured(a=1).warn("hum", "50 Hz hum")
+    assert "a" not in clip.metrics and clip.warnings == () and c2.metrics["a"] == 1 and c2.warnings[0].code == "hum"

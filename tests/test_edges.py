@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from conftest import load
 
-from pipeline.clip import Clip, SourceInfo
+from pipeline.clip import Clip, SourceInfo, SpeechMap
 from stages.edges import Edges, fit_edges
 
 X, SR = load("speech_librivox_16k.wav")
@@ -27,6 +27,7 @@ def test_margins_end_up_between_min_and_max(lead: float, tail: float):
 def test_stage_shifts_the_speech_segments():
     x = np.concatenate([np.zeros(SR, np.float32), X[0, SR : SR * 4], np.zeros(SR, np.float32)])
     src = SourceInfo("t.wav", "wav", "pcm_s16le", 16, 1, SR, len(x) / SR, 0)
-    out = Edges()(Clip(x, SR, src, info={"speech_segments": [[1.0, 4.0]]}))
-    assert out.info["speech_segments"] == [[0.2, 3.2]]
+    found = np.array([[1.0, 4.0]])
+    out = Edges()(Clip(x, SR, src, speech=SpeechMap(segments=found, runs=found, duration_s=len(x) / SR)))
+    assert out.speech is not None and out.speech.segments.tolist() == [[0.2, 3.2]]
     assert out.duration_s == pytest.approx(3.4, abs=1e-3)

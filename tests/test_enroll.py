@@ -12,7 +12,6 @@ import pytest
 from fake_dashscope import BASE, KEY, FakeService, error
 
 from pipeline import registry
-from pipeline.audio_io import write_wav_atomic
 from pipeline.clip import Clip, SourceInfo
 from pipeline.config import parse
 from pipeline.errors import ConfigError, PipelineError
@@ -21,7 +20,6 @@ from pipeline.service.enroll import Enroller, audio_sha256, make_enroller, same_
 from pipeline.service.ledger import Ledger
 from pipeline.service.settings import ApiKey, EnrollSettings, ServiceSettings
 from pipeline.service.upload import PublicUploader
-from stages.enroll import encode_wav16
 
 MODEL = "cosyvoice-v2"
 
@@ -279,12 +277,6 @@ def _clip(path: str = "take.wav") -> Clip:
     return Clip(samples=x, sample_rate=16000, source=SourceInfo(path, "wav", "pcm_s16le", 16, 1, 16000, 2.0, 64044))
 
 
-def test_encoded_bytes_equal_the_written_file(tmp_path: Path) -> None:
-    clip = _clip()
-    write_wav_atomic(tmp_path / "o.wav", clip.samples, clip.sample_rate)
-    assert encode_wav16(clip.samples, clip.sample_rate) == (tmp_path / "o.wav").read_bytes()
-
-
 def test_stage_builds_strictly_and_pickles() -> None:
     stage = registry.build("enroll", {"prefix": "alice", "target_model": "cosyvoice-v3-plus", "wait": False})
     assert pickle.loads(pickle.dumps(stage)) == stage
@@ -294,20 +286,19 @@ def test_stage_builds_strictly_and_pickles() -> None:
         registry.build("enroll", {"target_model": "tts-9"})
 
 
-def test_stage_enrolls_the_clip_once(fake: FakeService, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    e = enroller(fake, tmp_path)
-    monkeypatch.setattr(enroll_mod, "shared_enroller", lambda **kw: e)
+def test_stage_enrolls_the_encoded_clip_once(fake: FakeService, tmp_path: Path) -> None:
     stage = registry.build("enroll", {"prefix": "alice", "target_model": MODEL})
-    clip = _clip("/in/take.wav")
-    out = stage(clip)
-    info = out.info["enrollment"]
-    assert info["status"] == "ok" and info["voice_id"] in fake.voices
-    assert info["audio_sha256"] == audio_sha256(encode_wav16(clip.samples, clip.sample_rate))
-    assert stage(clip).info["enrollment"]["action"] == "existing"
-    assert len(fake.voices) == 1
-    np.testing.assert_array_equal(out.samples, clip.samples)
-    fake.final_status = "UNDEPLOYED"
-    with pytest.raises(PipelineError) as info_err:
-        stage(_clip("/in/other.wav").replace(samples=clip.samples * 0.5))
+    clip = registry.build("encode")(_clip("/in/take.wav"))
+    other = registry.build("encode")(_clip("/in/other.wav").replace(samples=_clip().samples * 0.5))
+    with stage.open(enroller(fake, tmp_path)) as enroll:
+        out = enroll(clip)
+        info = out.metrics["enrollment"]
+        assert info["status"] == "ok" and info["voice_id"] in fake.voices
+        assert info["audio_sha256"] == audio_sha256(clip.encoded)
+        assert enroll(clip).metrics["enrollment"]["action"] == "existing"
+        assert len(fake.voices) == 1
+        np.testing.assert_array_equal(out.samples, clip.samples)
+        fake.final_status = "UNDEPLOYED"
+        with pytest.raises(PipelineError) as info_err:
+            enroll(other)
     assert info_err.value.code == "VoiceUndeployed"
-    enroll_mod.close_enroller(e)

@@ -272,19 +272,13 @@ def test_stage_in_a_pipeline_against_the_emulator(service_env: Any, tmp_path: Pa
     from pipeline.audio_io import decode
     from pipeline.config import parse
 
-    cfg = parse({"run": [{"enroll": {"prefix": "stage", "target_model": MODEL}}],
+    cfg = parse({"run": ["encode", {"enroll": {"prefix": "stage", "target_model": MODEL}}],
                  "enroll": {"poll_interval_s": 0.05, "ledger": str(tmp_path / "l.sqlite")}})
-    enroll_mod.bind_settings(EnrollSettings.from_mapping(cfg.enroll))
-    try:
-        clip = decode(str(FIXTURES / SPEECH))
-        out = cfg.run(clip)
-        assert out.info["enrollment"]["voice_status"] == "OK"
-        assert cfg.run(clip).info["enrollment"]["action"] == "existing"
-    finally:
-        for e in list(enroll_mod._shared.values()):
-            enroll_mod.close_enroller(e)
-        enroll_mod._shared.clear()
-        enroll_mod.bind_settings(None)
+    clip = decode(str(FIXTURES / SPEECH))
+    with cfg.run.open() as run:
+        out = run(clip)
+        assert out.metrics["enrollment"]["voice_status"] == "OK"
+        assert run(clip).metrics["enrollment"]["action"] == "existing"
     with Ledger(tmp_path / "l.sqlite") as lg:
         assert len(lg.rows()) == 1
 
@@ -306,14 +300,8 @@ def test_run_with_enroll_stage_uses_the_configs_enroll_section(
                 {"enroll": {"prefix": "runcfg", "target_model": MODEL}}],
         "enroll": {"poll_interval_s": 0.05, "ledger": str(ledger)},
     }))
-    try:
-        code = main(["run", str(src), "--out", str(tmp_path / "out"), "--config", str(config), "--jobs", "2",
-                     "--report", str(tmp_path / "r.jsonl")])
-    finally:
-        for e in list(enroll_mod._shared.values()):
-            enroll_mod.close_enroller(e)
-        enroll_mod._shared.clear()
-        enroll_mod.bind_settings(None)
+    code = main(["run", str(src), "--out", str(tmp_path / "out"), "--config", str(config), "--jobs", "2",
+                 "--report", str(tmp_path / "r.jsonl")])
     assert code == 0, capsys.readouterr()
     row = json.loads((tmp_path / "r.jsonl").read_text().splitlines()[0])
     assert row["status"] == "ok"
@@ -327,7 +315,7 @@ def test_run_with_a_bad_enroll_section_is_a_config_error(tmp_path: Path, capsys:
     import yaml
 
     config = tmp_path / "bad.yaml"
-    config.write_text(yaml.safe_dump({"run": ["validate", "enroll"], "enroll": {"upload": "ftp"}}))
+    config.write_text(yaml.safe_dump({"run": ["encode", "validate", "enroll"], "enroll": {"upload": "ftp"}}))
     (tmp_path / "in").mkdir()
     shutil.copy(FIXTURES / SPEECH, tmp_path / "in" / "a.wav")
     assert main(["run", str(tmp_path / "in"), "--out", str(tmp_path / "out"), "--config", str(config)]) == 2

@@ -30,5 +30,5 @@ def test_dc_offset_and_rumble_removed_voice_kept():
 def test_stage_reports_the_offset_it_removed():
     src = SourceInfo("t.wav", "wav", "pcm_s16le", 16, 1, SR, X.shape[1] / SR, 0)
     out = Highpass(cutoff_hz=0.0)(Clip(X + np.float32(0.2), SR, src))
-    assert out.info["dc_offset_removed"] == round(float(np.mean(X + np.float32(0.2))), 6)
+    assert out.metrics["dc_offset_removed"] == round(float(np.mean(X + np.float32(0.2))), 6)
     np.testing.assert_allclose(out.samples, X - X.mean(), atol=1e-5)

@@ -6,14 +6,14 @@ import numpy as np
 import pytest
 from conftest import load
 
-from pipeline.clip import Clip, SourceInfo
+from pipeline.clip import Clip, SourceInfo, SpeechMap
 from stages.loudness import Loudness, integrated_lufs, limit, true_peak_dbtp
 
 X, SR = load("speech_librivox_16k.wav")
 
 
-def _clip(x: np.ndarray, **info) -> Clip:
-    return Clip(x, SR, SourceInfo("t.wav", "wav", "pcm_s16le", 16, 1, SR, x.shape[1] / SR, 0), info=info)
+def _clip(x: np.ndarray, speech: SpeechMap | None = None) -> Clip:
+    return Clip(x, SR, SourceInfo("t.wav", "wav", "pcm_s16le", 16, 1, SR, x.shape[1] / SR, 0), speech=speech)
 
 
 @pytest.mark.parametrize("start_lufs", [-45.0, -30.0, -20.0, -10.0])
@@ -23,14 +23,14 @@ def test_reaches_target_under_the_ceiling(start_lufs: float):
     out = Loudness()(_clip(y))
     assert abs(integrated_lufs(out.samples[0], SR) - (-20.0)) <= 1.0
     assert true_peak_dbtp(out.samples[0]) <= -1.5 + 0.01
-    assert out.info["metrics"]["loudness_lufs"] == pytest.approx(integrated_lufs(out.samples[0], SR), abs=0.01)
+    assert out.metrics["loudness_lufs"] == pytest.approx(integrated_lufs(out.samples[0], SR), abs=0.01)
 
 
 def test_clip_without_speech_is_not_amplified():
     noise = (np.random.default_rng(0).standard_normal((1, SR * 5)) * 1e-3).astype(np.float32)
-    out = Loudness()(_clip(noise, speech_segments=[]))
+    out = Loudness()(_clip(noise, SpeechMap(segments=np.zeros((0, 2)), runs=np.zeros((0, 2)), duration_s=noise.shape[1] / SR)))
     np.testing.assert_array_equal(out.samples, noise)
-    assert out.info["metrics"]["gain_db"] == 0.0
+    assert out.metrics["gain_db"] == 0.0
 
 
 def test_limiter_only_touches_peaks():
@@ -44,7 +44,7 @@ def test_limiter_only_touches_peaks():
 def test_max_gain_is_respected():
     y = X * np.float32(10 ** (-35 / 20))
     out = Loudness(max_gain_db=10.0)(_clip(y))
-    assert out.info["metrics"]["gain_db"] == pytest.approx(10.0, abs=0.01)
+    assert out.metrics["gain_db"] == pytest.approx(10.0, abs=0.01)
 
 
 @pytest.mark.parametrize("start_lufs", [-45.0, -20.0, -8.0])

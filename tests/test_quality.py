@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pipeline import registry, speech
-from pipeline.clip import Clip, SourceInfo
+from pipeline.clip import Clip, SourceInfo, SpeechMap
 from pipeline.errors import PipelineError
 from stages import quality as q
 
@@ -35,10 +35,10 @@ def measure(y: np.ndarray, rate: int = R) -> dict:
     return q.measure(y, rate, speech.detect(y, rate).segments)
 
 
-def clip_of(samples: np.ndarray, rate: int = R, info: dict | None = None) -> Clip:
+def clip_of(samples: np.ndarray, rate: int = R, speech: SpeechMap | None = None) -> Clip:
     samples = np.atleast_2d(samples)
     src = SourceInfo("x.wav", "wav", "pcm_s16le", 16, samples.shape[0], rate, samples.shape[1] / rate, 44 + samples.size * 2)
-    return Clip(samples=samples, sample_rate=rate, source=src, info=info or {})
+    return Clip(samples=samples, sample_rate=rate, source=src, speech=speech)
 
 
 # ---------------------------------------------------------------- SNR
@@ -297,8 +297,9 @@ def test_mfcc_shape_and_gain_invariance():
 
 def test_clean_reader_passes_with_metrics():
     x, segs = _lib()
-    out = registry.build("quality", {})(clip_of(x, info={"metrics": {"segments": segs.tolist(), "speech_s": 1.0}}))
-    m = out.info["metrics"]
+    found = SpeechMap(segments=segs, runs=segs, duration_s=x.shape[-1] / R)
+    out = registry.build("quality", {})(clip_of(x, speech=found).measured(speech_s=1.0))
+    m = out.metrics
     assert m["speech_s"] == 1.0  # merged with what was there
     for key in ("snr_db", "clipped_ratio", "loudness_spread_lu", "dc_offset", "hum_hz", "bandwidth_hz", "music_share",
                 "speaker_change"):

@@ -33,13 +33,13 @@ def chan3() -> np.ndarray:
 
 
 def by_name(out: Clip) -> dict[str, dict]:
-    return {r["repair"]: r for r in out.info.get("repairs", [])}
+    return {r["repair"]: r for r in out.metrics.get("repairs", [])}
 
 
 def test_nothing_to_fix_leaves_the_clip_alone():
     c = clip_of(qs.normalize_peak(qs.load("speech_arctic_slt_16k.wav")))  # no DC, rumble or hum
     out = registry.build("repair", {})(c)
-    assert out is c and "repairs" not in out.info
+    assert out is c and "repairs" not in out.metrics
 
 
 @pytest.mark.parametrize("freq", [50.0, 60.0])

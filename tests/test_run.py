@@ -126,14 +126,14 @@ def test_long_input_final_pass_reuses_the_scouted_speech(cfg, tmp_path: Path, vo
     real_speech = Window.speech
 
     def spy(self, clip, x16):
-        hinted.append(clip.info.get("speech_hint") is not None)
+        hinted.append(clip.speech is not None)
         return real_speech(self, clip, x16)
 
     monkeypatch.setattr(Window, "speech", spy)
     with_hint = process_file(Job(str(path), str(tmp_path / "a.wav")), cfg)
     assert hinted[-1] and not any(hinted[:-1])  # scouting detects, the final pass reuses
     monkeypatch.setattr(Window, "speech", lambda self, clip, x16: real_speech(
-        self, clip.replace(info={k: v for k, v in clip.info.items() if k != "speech_hint"}), x16))
+        self, clip.replace(speech=None), x16))
     detected = process_file(Job(str(path), str(tmp_path / "b.wav")), cfg)
     _assert_good_output(with_hint)
     _assert_good_output(detected)

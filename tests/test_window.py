@@ -19,18 +19,24 @@ def _clip(x: np.ndarray) -> Clip:
 
 
 def test_window_on_read_speech():
-    out = Window()(_clip(X))
-    seg = out.info["segment"]
+    stage = Window()
+    out = stage(_clip(X))
+    cut = out.cut
+    assert cut is not None and out.speech is not None
+    seg = cut.as_dict()
     assert 10.0 <= out.duration_s <= 20.0
     assert seg["end_s"] - seg["start_s"] == pytest.approx(out.duration_s, abs=0.01)
-    w = out.info["window"]
-    assert w["speech_s"] >= 10.5 and w["longest_run_s"] > 5.5 and w["longest_pause_s"] <= 2.0
+    assert cut.speech_s >= 10.5 and cut.longest_run_s > 5.5 and cut.longest_pause_s <= 2.0
+    assert stage.qualifies(cut)
+    assert cut.pieces == ((cut.start_s, cut.end_s),) or abs(cut.pieces[0][0] - cut.start_s) < 1e-3
     # edges lie in silence: the input has no speech within 30 ms of either edge
     rep = speech.detect(X[0], SR)
     for t in (seg["start_s"], seg["end_s"]):
         assert not any(a + 0.03 < t < b - 0.03 for a, b in rep.segments), t
     # speech segments reported in the clip's own time line are inside it
-    assert all(0 <= a < b <= out.duration_s + 1e-6 for a, b in out.info["speech_segments"])
+    assert all(0 <= a < b <= out.duration_s + 1e-6 for a, b in out.speech.segments)
+    # and the input's speech map, in input seconds, covers the speech of the cut
+    assert cut.input_speech.speech_s >= cut.speech_s
 
 
 def test_prefers_steady_level():
@@ -41,8 +47,8 @@ def test_prefers_steady_level():
         jumpy[int(a * SR) : int(b * SR)] *= np.float32(4.0 if k % 2 else 1.0)
     gap = np.zeros(SR * 3, np.float32)
     y = np.concatenate([jumpy, gap, X[0]])
-    seg = Window(shorten_pauses=False)(_clip(y)).info["segment"]
-    assert seg["start_s"] >= len(jumpy) / SR  # the steady copy wins
+    cut = Window(shorten_pauses=False)(_clip(y)).cut
+    assert cut is not None and cut.start_s >= len(jumpy) / SR  # the steady copy wins
 
 
 def test_too_little_speech_is_silent_error():
@@ -59,7 +65,7 @@ def test_pauses_shortened_only_when_needed():
         parts += [X[0, int(a * SR) : int(b * SR)], np.zeros(SR * 3, np.float32)]
     spaced = np.concatenate(parts)
     out = Window()(_clip(spaced))
-    assert out.info["window"]["pauses_shortened"] > 0
+    assert out.cut is not None and out.cut.pauses_shortened > 0 and len(out.cut.pieces) == out.cut.pauses_shortened + 1
     assert [w.code for w in out.warnings] == ["pause_shortened"]
     assert Window()(_clip(X)).warnings == ()  # natural pauses are left alone
 

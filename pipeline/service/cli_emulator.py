@@ -100,7 +100,7 @@ def cmd_synth(args: argparse.Namespace) -> int:
 
     import numpy as np
 
-    from pipeline.audio_io import write_wav_atomic
+    from pipeline.writer import wav16, write_atomic
 
     from .synth import DEFAULT_WS_URL, SynthesisError, model_for_voice, synthesize
 
@@ -125,7 +125,7 @@ def cmd_synth(args: argparse.Namespace) -> int:
     if pcm.size == 0:
         sys.stderr.write("voiceprep: synth failed: the service returned no audio\n")
         return 1
-    write_wav_atomic(args.out, pcm[None, :], result.sample_rate)
+    write_atomic(args.out, wav16(pcm[None, :], result.sample_rate))
     seconds = pcm.size / result.sample_rate
     sys.stdout.write(f"{args.out}: {seconds:.2f} s from voice {args.voice} ({model}), {result.characters} characters\n")
     return 0
