@@ -11,12 +11,15 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from .models import SILERO_DECODER, SILERO_ENCODER
 from .numeric import dct_matrix, median
+
+if TYPE_CHECKING:
+    from .clip import Clip
 
 VAD_RATE = 16000
 FRAME = 512  # Silero window at 16 kHz: 32 ms
@@ -329,6 +332,17 @@ def detect(
         reject_steady=reject_steady,
         duration_s=len(x) / sample_rate,
     )
+
+
+def clip_segments(clip: Clip) -> np.ndarray:
+    """Speech segments (seconds, ``(n, 2)``) of channel 0 of ``clip``: ``validate``'s metrics or the
+    ``window`` stage's when present (in the clip's own time line), else detected."""
+    known = dict(clip.info.get("metrics", {})).get("segments")
+    if known is None:
+        known = clip.info.get("speech_segments")
+    if known is not None:
+        return np.asarray(known, dtype=np.float64).reshape(-1, 2)
+    return detect(clip.samples[0], clip.sample_rate).segments
 
 
 def _reblock(blocks: Iterable[np.ndarray], size: int) -> Iterator[np.ndarray]:
