@@ -13,7 +13,8 @@ from pipeline.numeric import percentile
 from .frames import frame_mask, power_db
 
 # The K-weighting stages as pyloudnorm builds them (Audio EQ Cookbook shelf and high-pass, at any
-# rate): kind, corner (Hz), Q, gain (dB). The reported loudness is pyloudnorm's, to 1e-6 LU.
+# rate): kind, corner (Hz), Q, gain (dB). Integrated and short-term loudness both use it; the
+# integrated loudness is pyloudnorm's, to 1e-6 LU.
 K_WEIGHTING = (("high_shelf", 1500.0, 1 / np.sqrt(2), 4.0), ("high_pass", 38.0, 0.5, 0.0))
 BLOCK_S = 0.4  # gating block (BS.1770-4), every quarter block
 ABSOLUTE_GATE_LUFS = -70.0
@@ -25,18 +26,6 @@ OVERSAMPLE = 4  # true-peak oversampling factor
 def k_weighting(rate: int) -> np.ndarray:
     """The K-weighting at ``rate`` (Hz) as second-order sections ``[b0 b1 b2 1 a1 a2]`` (shelf, then high-pass)."""
     return np.stack([rbj_biquad(kind, fc, q, gain, rate) for kind, fc, q, gain in K_WEIGHTING])
-
-
-@functools.lru_cache(maxsize=16)
-def _k_weighting(sample_rate: int) -> np.ndarray:
-    """ITU-R BS.1770 K-weighting (shelf then high-pass) as second-order sections, at any rate: the
-    cookbook parameters that give the standard's 48 kHz coefficients."""
-    return np.stack(
-        [
-            rbj_biquad("high_shelf", 1681.97, 0.7072, 3.99984, sample_rate),
-            rbj_biquad("high_pass", 38.1355, 0.5003, 0.0, sample_rate),
-        ]
-    )
 
 
 def integrated_lufs(x: np.ndarray, rate: int) -> float:
@@ -86,7 +75,7 @@ def _k_power_weights(block: int, sample_rate: int) -> np.ndarray:
     """Per rfft bin of a ``block``-sample frame: |H_K|^2 times the one-sided Parseval factor / block,
     so ``|rfft(frame)|^2 @ weights`` is the K-weighted mean-square energy of the frame."""
     freqs = np.fft.rfftfreq(block, 1 / sample_rate)
-    w = np.abs(_sos_response(_k_weighting(sample_rate), freqs, sample_rate)) ** 2
+    w = np.abs(_sos_response(k_weighting(sample_rate), freqs, sample_rate)) ** 2
     w[1 : (block + 1) // 2] *= 2.0
     return w / (block * block)
 
@@ -97,8 +86,8 @@ def short_term_loudness(
     """K-weighted loudness (LUFS) of ``window_s`` windows every ``hop_s``, and the hop in seconds.
 
     The signal is cut into blocks of gcd(window, hop) samples; each block's K-weighted energy is
-    read off its spectrum (Parseval, with |H_K|^2 from the BS.1770 filters) and a
-    window sums its blocks. Filter tails across block edges are ignored: within 0.2 LU
+    read off its spectrum (Parseval, with |H_K|^2 of ``k_weighting``, the filters ``integrated_lufs``
+    runs) and a window sums its blocks. Filter tails across block edges are ignored: within 0.2 LU
     of time-domain filtering on speech, at a fraction of the cost of filtering the whole signal.
     """
     hop = max(1, int(round(hop_s * sample_rate)))
