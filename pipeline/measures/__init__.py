@@ -1,1 +1,1 @@
-"""Signal measures as pure functions (frames, loudness, noise, spectrum, voices, music, dnsmos, summary) that stages call."""
+"""Signal measures as pure functions that stages call: loudness, noise, spectrum, voices, music, summary."""

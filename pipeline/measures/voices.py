@@ -18,6 +18,7 @@ MFCC_FRAME_S = 0.025
 
 @functools.lru_cache(maxsize=8)
 def _mel_bank(sample_rate: int, n_fft: int, n_mels: int, fmin: float, fmax: float) -> np.ndarray:
+    """Triangular mel filters ``(n_mels, n_fft // 2 + 1)`` spanning ``fmin``-``fmax`` (Hz) over the rfft bins."""
     def mel(f: np.ndarray | float) -> Any:
         return 2595.0 * np.log10(1.0 + np.asarray(f) / 700.0)
 
