@@ -22,7 +22,9 @@ from pipeline import speech
 from pipeline.clip import Clip, SourceInfo
 from pipeline.config import load as load_config
 from pipeline.errors import PipelineError
-from stages import quality as q
+from pipeline.measures.dnsmos import dnsmos
+from pipeline.measures.summary import measure, window_quality_penalty
+from stages.quality import Quality
 
 R = 16000
 BASES = {"librivox": "speech_librivox_16k.wav", "chan3": "speech_chan3_11k.wav"}
@@ -39,11 +41,11 @@ def turns(a: np.ndarray, b: np.ndarray, turn_s: float, each_s: float) -> np.ndar
     return np.concatenate([x[i : i + k] for i in range(0, int(each_s * R), k) for x in (a, b) if i < len(x)])
 
 
-def stage() -> q.Quality:
+def stage() -> Quality:
     for s in load_config().check:
         if s.name == "quality":
             return s  # type: ignore[return-value]
-    return q.Quality()
+    return Quality()
 
 
 def verdict(y: np.ndarray, rate: int = R) -> tuple[dict, str]:
@@ -55,7 +57,7 @@ def verdict(y: np.ndarray, rate: int = R) -> tuple[dict, str]:
     except PipelineError as exc:
         return exc.metrics, "**refused** (InternalError)"
     codes = [w.code for w in out.warnings]
-    return dict(out.info["metrics"]), ("warn " + ", ".join(f"`{c}`" for c in codes)) if codes else "pass"
+    return dict(out.metrics), ("warn " + ", ".join(f"`{c}`" for c in codes)) if codes else "pass"
 
 
 def table(title: str, column: str, key: str, rows: list[tuple[str, Callable[[], tuple[np.ndarray, int]]]], note: str) -> None:
@@ -178,17 +180,17 @@ def cost(x: np.ndarray, segs: np.ndarray) -> None:
         return 1000 * float(np.median(times))
 
     print("\n### Cost (median of 7 runs, this machine)\n\n| what | ms |\n|---|---|")
-    print(f"| all measures, 20 s at 16 kHz | {best(lambda: q.measure(x, R, segs)):.0f} |")
+    print(f"| all measures, 20 s at 16 kHz | {best(lambda: measure(x, R, segs)):.0f} |")
     x44 = qs.narrowband(x, R, 44100)
-    print(f"| all measures, 20 s at 44.1 kHz | {best(lambda: q.measure(x44, 44100, segs)):.0f} |")
-    print(f"| window_quality_penalty, 15 s at 16 kHz | {best(lambda: q.window_quality_penalty(x[: 15 * R], R, segs)):.0f} |")
+    print(f"| all measures, 20 s at 44.1 kHz | {best(lambda: measure(x44, 44100, segs)):.0f} |")
+    print(f"| window_quality_penalty, 15 s at 16 kHz | {best(lambda: window_quality_penalty(x[: 15 * R], R, segs)):.0f} |")
     try:
         t = time.perf_counter()
-        q.dnsmos(x)
+        dnsmos(x)
         first = 1000 * (time.perf_counter() - t)
         print(f"| DNSMOS, first call (imports librosa, loads ONNX) | {first:.0f} |")
-        print(f"| DNSMOS, 20 s at 16 kHz | {best(lambda: q.dnsmos(x), 3):.0f} |")
-        print(f"\nDNSMOS of the clean reader: {q.dnsmos(x)}")
+        print(f"| DNSMOS, 20 s at 16 kHz | {best(lambda: dnsmos(x), 3):.0f} |")
+        print(f"\nDNSMOS of the clean reader: {dnsmos(x)}")
     except RuntimeError as exc:
         print(f"| DNSMOS | not installed ({exc}) |")
 

@@ -2,96 +2,16 @@
 
 from __future__ import annotations
 
-import functools
 from dataclasses import dataclass
 from typing import ClassVar
 
 import numpy as np
 
 from pipeline.clip import Clip, Fact
-from pipeline.dsp import moving_max, moving_mean, rbj_biquad, sosfilt
+from pipeline.dsp import moving_max, moving_mean
+from pipeline.measures.loudness import integrated_lufs, oversampled_peaks, peak_dbtp, true_peak_dbtp
 from pipeline.registry import register
 from pipeline.stage import option
-
-OVERSAMPLE = 4
-
-
-# The K-weighting stages as pyloudnorm builds them (Audio EQ Cookbook shelf and high-pass, at any
-# rate): kind, corner (Hz), Q, gain (dB). The reported loudness is pyloudnorm's, to 1e-6 LU.
-K_WEIGHTING = (("high_shelf", 1500.0, 1 / np.sqrt(2), 4.0), ("high_pass", 38.0, 0.5, 0.0))
-BLOCK_S = 0.4  # gating block (BS.1770-4), every quarter block
-ABSOLUTE_GATE_LUFS = -70.0
-RELATIVE_GATE_LU = -10.0
-
-
-@functools.lru_cache(maxsize=8)
-def _k_sections(rate: int) -> np.ndarray:
-    """K-weighting at ``rate`` as second-order sections (shelf, then high-pass)."""
-    return np.stack([rbj_biquad(kind, fc, q, gain, rate) for kind, fc, q, gain in K_WEIGHTING])
-
-
-def integrated_lufs(x: np.ndarray, rate: int) -> float:
-    """BS.1770-4 gated integrated loudness of mono ``x``; -inf for silence or < 0.4 s.
-
-    The measurement pyloudnorm's ``Meter(rate).integrated_loudness`` makes (same K-weighting
-    filters, 400 ms blocks every 100 ms with its block bounds, absolute gate at -70 LUFS,
-    relative gate 10 LU under the absolutely gated loudness), with numpy filtering: pyloudnorm
-    imports scipy.signal, 0.75-1 s of every process's start.
-    """
-    n = len(x)
-    if n < int(BLOCK_S * rate) + 1:
-        return float("-inf")
-    y, _ = sosfilt(_k_sections(rate), np.asarray(x, dtype=np.float64))
-    count = int(np.round((n / rate - BLOCK_S) / (BLOCK_S * 0.25))) + 1
-    j = np.arange(count)
-    lo = (BLOCK_S * (j * 0.25) * rate).astype(np.int64)  # pyloudnorm's bounds, bit for bit
-    hi = np.minimum((BLOCK_S * (j * 0.25 + 1) * rate).astype(np.int64), n)
-    # the energy between consecutive bounds (one vectorised pass), then each block sums its pieces
-    edges = np.unique(np.concatenate([lo, hi]))
-    y *= y
-    pieces = np.concatenate(([0.0], np.cumsum(np.add.reduceat(y[: edges[-1]], edges[:-1]))))
-    z = (pieces[np.searchsorted(edges, hi)] - pieces[np.searchsorted(edges, lo)]) / (BLOCK_S * rate)
-    with np.errstate(divide="ignore"):
-        block_lufs = -0.691 + 10 * np.log10(z)
-    above = block_lufs >= ABSOLUTE_GATE_LUFS
-    if not np.any(above):
-        return float("-inf")
-    relative = -0.691 + 10 * np.log10(np.mean(z[above])) + RELATIVE_GATE_LU
-    kept = (block_lufs > relative) & (block_lufs > ABSOLUTE_GATE_LUFS)
-    if not np.any(kept):
-        return float("-inf")
-    return float(-0.691 + 10 * np.log10(np.mean(z[kept])))
-
-
-def _oversampled_peaks(x: np.ndarray) -> np.ndarray:
-    """Per input sample, the largest |x| among its 4 oversampled points (soxr, high quality):
-    inter-sample peaks show. float32, one value per sample of ``x``."""
-    import soxr
-
-    x = np.asarray(x, dtype=np.float32)
-    if len(x) < 16:
-        return np.abs(x)
-    up = soxr.resample(x, 1, OVERSAMPLE, quality="HQ")
-    n = min(len(up) // OVERSAMPLE, len(x))
-    a = np.abs(up[: n * OVERSAMPLE])
-    peaks = a[0::OVERSAMPLE].copy()
-    for k in range(1, OVERSAMPLE):  # strided maxima: far quicker than a max over rows of 4
-        np.maximum(peaks, a[k::OVERSAMPLE], out=peaks)
-    if n < len(x):  # soxr may return a few samples short: the tail keeps its plain peaks
-        peaks = np.concatenate([peaks, np.abs(x[n:])])
-    return np.maximum(peaks, np.abs(x))
-
-
-def _dbtp(peak: float) -> float:
-    """A linear peak in dB (full scale 1); -inf for silence."""
-    return float(20 * np.log10(peak)) if peak > 0 else float("-inf")
-
-
-def true_peak_dbtp(x: np.ndarray) -> float:
-    """True peak (dBTP) with 4x oversampling, as BS.1770 Annex 2 (soxr's interpolator)."""
-    if len(x) == 0:
-        return float("-inf")
-    return _dbtp(float(np.max(_oversampled_peaks(x))))
 
 
 def _reduction(peaks: np.ndarray, rate: int, ceiling: float, hold_s: float) -> np.ndarray | None:
@@ -135,10 +55,10 @@ def limit_peak(x: np.ndarray, rate: int, ceiling_dbtp: float, hold_s: float = 0.
     audio and its true peak (dBTP), measured on the way so callers need not oversample again."""
     if len(x) == 0:
         return x, float("-inf")
-    peaks = _oversampled_peaks(x)
+    peaks = oversampled_peaks(x)
     y, limited = _gained_and_limited(x, peaks, 1.0, rate, ceiling_dbtp, hold_s)
     if not limited:
-        return x, _dbtp(float(np.max(peaks)))
+        return x, peak_dbtp(float(np.max(peaks)))
     y, tp, _ = _trim_to_ceiling(y, ceiling_dbtp)
     return y, tp
 
@@ -163,7 +83,7 @@ def normalize(
     if not np.isfinite(before):
         return x, 0.0, before, true_peak_dbtp(x)
     x = np.asarray(x, dtype=np.float32)
-    peaks = _oversampled_peaks(x)
+    peaks = oversampled_peaks(x)
     total, now = 0.0, before
     y, limited = x, False
     for _ in range(4):
@@ -178,10 +98,10 @@ def normalize(
     if total == 0.0:  # no gain was needed: still keep the peaks under the ceiling
         y, limited = _gained_and_limited(x, peaks, 1.0, rate, ceiling_dbtp, hold_s)
         if not limited:
-            return x, 0.0, before, _dbtp(float(np.max(peaks)))
+            return x, 0.0, before, peak_dbtp(float(np.max(peaks)))
         now = integrated_lufs(y, rate)
     if not limited:  # a plain gain: the true peak is the input's, scaled
-        return y, total, now, _dbtp(float(np.max(peaks)) * 10 ** (total / 20))
+        return y, total, now, peak_dbtp(float(np.max(peaks)) * 10 ** (total / 20))
     y, tp, trim_db = _trim_to_ceiling(y, ceiling_dbtp)
     return y, total + trim_db, now + trim_db, tp
 

@@ -11,10 +11,10 @@ import numpy as np
 
 from pipeline.clip import Clip, Fact
 from pipeline.dsp import butter_highpass, notch, sosfiltfilt
+from pipeline.measures import frames, noise, spectrum
 from pipeline.registry import register
 from pipeline.speech import segments_of as speech_segments
 from pipeline.stage import option
-from stages import quality as q
 
 
 def remove_dc(x: np.ndarray, sample_rate: int) -> np.ndarray:
@@ -119,18 +119,18 @@ class Repair:
         def analysed(y: np.ndarray) -> np.ndarray:
             """Channel 0 at the analysis rate: every measure below reads this (resampled from
             float32 as it is: no float64 round trip before soxr)."""
-            return q.to_rate(y[0] if y.ndim == 2 else y, rate)
+            return frames.to_rate(y[0] if y.ndim == 2 else y, rate)
 
         x16 = analysed(x)
 
-        snr = _per_copy(lambda y16: q.snr_estimate(y16, q.ANALYSIS_RATE, segs)[0])
-        spectrum = _per_copy(lambda y16: q.low_spectrum(y16, q.ANALYSIS_RATE))  # read by rumble and hum
+        snr = _per_copy(lambda y16: noise.snr_estimate(y16, frames.ANALYSIS_RATE, segs)[0])
+        low = _per_copy(lambda y16: spectrum.low_spectrum(y16, frames.ANALYSIS_RATE))  # read by rumble and hum
 
         def rumble(y16: np.ndarray) -> float:
-            return q.rumble_db(y16, q.ANALYSIS_RATE, spectrum=spectrum(y16))
+            return spectrum.rumble_db(y16, frames.ANALYSIS_RATE, spectrum=low(y16))
 
         def hum(y16: np.ndarray) -> tuple[float | None, float, float]:
-            return q.hum(y16, q.ANALYSIS_RATE, spectrum=spectrum(y16))
+            return spectrum.hum(y16, frames.ANALYSIS_RATE, spectrum=low(y16))
 
         def attempt(
             name: str, measure: Callable[[np.ndarray], float], fix: Callable[[np.ndarray], np.ndarray], margin: float
@@ -146,12 +146,12 @@ class Repair:
             if kept:
                 x, x16 = y, y16
 
-        mono = q.as_mono(x)
-        if self.dc and abs(q.dc_offset(mono)) > self.min_dc_offset:
+        mono = frames.as_mono(x)
+        if self.dc and abs(noise.dc_offset(mono)) > self.min_dc_offset:
             # judged on the analysis copy: resampling keeps a DC offset as it is
             attempt(
                 "dc",
-                lambda y16: abs(q.dc_offset(y16)),
+                lambda y16: abs(noise.dc_offset(y16)),
                 lambda y: remove_dc(y, rate),
                 self.min_dc_offset / 2,
             )

@@ -241,8 +241,9 @@ class Window:
         near = [c for c in ranked if self.score(c) >= top - 2.0][: self.quality_candidates]
         if len(near) < 2 or self.quality_weight == 0:
             return ranked[0]
+        from pipeline.measures.summary import window_quality_penalty
+        from pipeline.measures.voices import MFCC_HOP_S, mfcc, mfcc_slice
         from pipeline.speech import VAD_RATE, to_vad_rate
-        from stages.quality import MFCC_HOP_S, mfcc, mfcc_slice, window_quality_penalty
 
         if x16 is None:
             x16 = to_vad_rate(x, rate)  # once, not once per candidate

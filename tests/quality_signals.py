@@ -129,3 +129,21 @@ def narrowband(x: np.ndarray, rate: int, to_rate: int) -> np.ndarray:
 def normalize_peak(x: np.ndarray, peak: float = 0.7) -> np.ndarray:
     m = float(np.max(np.abs(x)))
     return (x * (peak / m)).astype(np.float32) if m > 0 else x
+
+
+@lru_cache(maxsize=1)
+def reader() -> tuple[np.ndarray, np.ndarray]:
+    """20 s of read speech (librivox, 16 kHz, peak 0.7) and its speech segments (seconds)."""
+    from pipeline import speech
+
+    x = normalize_peak(load("speech_librivox_16k.wav")[: 20 * RATE])
+    return x, speech.detect(x, RATE).segments
+
+
+@lru_cache(maxsize=1)
+def reader_without_hum() -> tuple[np.ndarray, np.ndarray]:
+    """Read speech with no mains hum of its own (11 kHz source at 16 kHz, peak 0.7) and its speech segments."""
+    from pipeline import speech
+
+    x = normalize_peak(load("speech_chan3_11k.wav"))
+    return x, speech.detect(x, RATE).segments

@@ -7,7 +7,8 @@ import pytest
 from conftest import load
 
 from pipeline.clip import Clip, SourceInfo, SpeechMap
-from stages.loudness import Loudness, integrated_lufs, limit, true_peak_dbtp
+from pipeline.measures.loudness import integrated_lufs, true_peak_dbtp
+from stages.loudness import Loudness, limit
 
 X, SR = load("speech_librivox_16k.wav")
 

@@ -9,8 +9,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from pipeline import speech
+from pipeline.measures.loudness import integrated_lufs, true_peak_dbtp
 from stages.encode import quantize16
-from stages.loudness import integrated_lufs, normalize, true_peak_dbtp
+from stages.loudness import normalize
 from stages.resample import resample
 from stages.window import candidates, render
 

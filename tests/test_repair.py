@@ -11,7 +11,8 @@ import quality_signals as qs
 from pipeline import registry, speech
 from pipeline.clip import Clip, SourceInfo
 from pipeline.errors import ConfigError
-from stages import quality as q
+from pipeline.measures.noise import dc_offset
+from pipeline.measures.spectrum import hum
 from stages import repair
 
 R = 16000
@@ -49,14 +50,14 @@ def test_hum_notched_and_kept(freq: float):
     out = registry.build("repair", {"highpass": False})(clip_of(np.vstack([qs.add_hum(x, R, freq, -30.0, segs)] * 2)))
     rec = by_name(out)["hum_notch"]
     assert rec["kept"] and rec["after"] < rec["before"] - 6
-    assert q.hum(out.samples[0], R)[0] is None
+    assert hum(out.samples[0], R)[0] is None
     assert out.samples.shape == (2, len(x))
 
 
 def test_dc_removed_and_kept():
     out = registry.build("repair", {})(clip_of(allison() + 0.05))
     assert by_name(out)["dc"]["kept"]
-    assert abs(q.dc_offset(out.samples[0])) < 1e-4
+    assert abs(dc_offset(out.samples[0])) < 1e-4
 
 
 def test_rumble_high_passed_and_kept():

@@ -13,8 +13,8 @@ from conftest import load, write_av
 
 from pipeline import check, config, speech
 from pipeline.cli import main
+from pipeline.measures.loudness import integrated_lufs, true_peak_dbtp
 from pipeline.runner import Job, plan, process_file, run_paths
-from stages.loudness import integrated_lufs, true_peak_dbtp
 
 TARGET_LUFS, CEILING = -20.0, -1.5
 

@@ -1,0 +1,1 @@
+"""Signal measures as pure functions that stages call: loudness, noise, spectrum, voices, music, summary."""
