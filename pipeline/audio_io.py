@@ -90,6 +90,14 @@ def decoder_error(path: str, message: str, hint: str | None = None) -> PipelineE
 
 
 def _read_head(path: str) -> tuple[bytes, int]:
+    import stat
+
+    try:
+        mode = os.stat(path).st_mode
+    except OSError as exc:
+        raise decoder_error(path, f"cannot open: {exc.strerror}", "check the path and its permissions") from None
+    if not stat.S_ISREG(mode) and not stat.S_ISDIR(mode):  # a FIFO would block: never opened
+        raise decoder_error(path, "not a regular file (a pipe, socket or device)", "give the recording's file itself")
     try:
         size = os.path.getsize(path)
         with open(path, "rb") as fh:

@@ -121,25 +121,35 @@ def register_run(sub: Any) -> None:
         "run",
         help="turn recordings into clean 10-20 s 16-bit WAV clips the service accepts",
         description="Process recordings with the `run` chain of pipeline.yaml. Folders are walked recursively and "
-        "mirrored under --out as .wav; inputs are never modified; outputs are written atomically. Files that "
-        "cannot be saved are refused with the service's code and a hint.",
-        epilog=CODES_EPILOG,
+        "mirrored under --out as .wav (with several inputs, each folder in a subfolder named after it); inputs are "
+        "never modified; outputs are written atomically. An input unchanged since its output was made (same "
+        "content, chain, options and voiceprep version, remembered in DIR/.voiceprep/) is not processed again. "
+        "Files that cannot be saved are refused with the service's code and a hint. Ctrl-C stops at once, "
+        "leaving nothing partial: run the same command again to finish the batch.",
+        epilog=CODES_EPILOG + "\n  130 interrupted (Ctrl-C)",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("paths", nargs="+", metavar="PATH", help="files, or folders searched recursively for audio")
     p.add_argument("--out", required=True, metavar="DIR", help="output folder (created if missing)")
     p.add_argument("--config", metavar="PIPELINE.yaml", help="pipeline file (default: the bundled pipeline.yaml)")
     p.add_argument("--jobs", type=int, default=None, metavar="N", help="worker processes (default: number of cores)")
-    p.add_argument("--report", metavar="FILE.jsonl", help="append one JSON line per input to this file")
+    p.add_argument("--report", metavar="FILE.jsonl",
+                   help="write one JSON line per input of this run to this file (rewritten each run)")
+    p.add_argument("--json", action="store_true", help="print the report's JSON lines on stdout instead of text lines")
+    p.add_argument("--force", action="store_true", help="process every input again, even unchanged ones")
+    p.add_argument("--prune", action="store_true",
+                   help="remove the outputs in DIR whose inputs no longer exist (they are only listed otherwise)")
     p.add_argument("-q", "--quiet", action="store_true", help="no per-file lines, only the summary")
     p.set_defaults(func=cmd_run)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from pathlib import Path
+    import itertools
+    import os
 
-    from .report import summary
-    from .runner import plan, run_jobs
+    from .errors import ConfigError
+    from .report import shown
+    from .runner import plan, run_batch
 
     cfg = _config(args.config)
     if cfg is None:
@@ -147,37 +157,51 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.jobs is not None and args.jobs < 1:
         sys.stderr.write("voiceprep: error: --jobs must be at least 1\n")
         return 2
-    missing = [p for p in args.paths if not Path(p).exists()]
-    if missing:
-        sys.stderr.write(f"voiceprep: error: no such file or folder: {missing[0]}\n")
+    if os.path.exists(args.out) and not os.path.isdir(args.out):
+        sys.stderr.write(f"voiceprep: error: --out {args.out} is a file, not a folder\n")
         return 2
-    planned = plan(args.paths, args.out)
-    if not planned:
+    try:
+        planned = plan(args.paths, args.out)
+        first = next(planned, None)
+    except ConfigError as exc:
+        sys.stderr.write(f"voiceprep: error: {exc}\n")
+        return 2
+    if first is None:
         sys.stderr.write("voiceprep: error: no audio files found in " + ", ".join(args.paths) + "\n")
         return 2
-    progress = sys.stderr.isatty() and not args.quiet
+    progress = sys.stderr.isatty() and not args.quiet and not args.json
 
     def show(res: Any) -> None:
-        if not args.quiet and (not res.ok or not progress):
+        if args.json:
+            sys.stdout.write(res.json() + "\n")
+        elif not args.quiet and (not res.ok or not progress):
             sys.stdout.write(res.line() + "\n")
-            sys.stdout.flush()
-
-    from .errors import ConfigError
+        sys.stdout.flush()
 
     try:
-        results = run_jobs(
-            planned,
+        outcome = run_batch(
+            itertools.chain([first], planned),
             cfg,
+            args.out,
             jobs=args.jobs,
-            report=Path(args.report) if args.report else None,
+            report=args.report,
+            force=args.force,
+            prune=args.prune,
             progress=progress,
             on_result=show,
         )
     except ConfigError as exc:  # e.g. the enroll stage's settings, checked when its client opens, before any file
         sys.stderr.write(f"voiceprep: config error: {exc}\n")
         return 2
-    sys.stdout.write(summary(results) + "\n")
-    return 0 if all(r.ok for r in results) else 1
+    for orphan in outcome.orphans:
+        verb = "removed" if args.prune else "left (--prune removes it)"
+        sys.stderr.write(f"voiceprep: {shown(orphan.output)}: its input {shown(orphan.input)} is gone; {verb}\n")
+    out = sys.stderr if args.json else sys.stdout
+    out.write(outcome.summary.table(outcome.wall_s) + "\n")
+    if outcome.interrupted:
+        sys.stderr.write("voiceprep: interrupted; run the same command again to finish the batch\n")
+        return 130
+    return 0 if outcome.summary.refused == 0 else 1
 
 
 def stages_markdown() -> str:

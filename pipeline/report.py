@@ -1,17 +1,27 @@
-"""FileResult (one JSON Lines object per input) and the human summary."""
+"""FileResult (one JSON Lines object per input), paths shown safely, and the batch summary table."""
 
 from __future__ import annotations
 
 import json
+import os
 from collections import Counter
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import IO, Any, Literal
 
 
+def shown(path: str) -> str:
+    """``path`` as text that any UTF-8 output takes: a file name that is not valid UTF-8 keeps its
+    bytes as ``\\xNN`` escapes (the real path is kept for reading; this is only for display)."""
+    return os.fsencode(path).decode("utf-8", "backslashreplace")
+
+
 @dataclass
 class FileResult:
-    """The outcome for one input file; ``as_dict`` is its line in the JSONL report."""
+    """The outcome for one input file; ``as_dict`` is its line in the JSONL report.
+
+    ``skipped``: the input, its configuration and voiceprep's version are unchanged since an
+    earlier run made its verdict (kept as it was); ``run_id`` names the run that reports it.
+    """
 
     input: str
     status: Literal["ok", "rejected"]
@@ -24,6 +34,8 @@ class FileResult:
     metrics: dict[str, Any] = field(default_factory=dict)
     stage: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    run_id: str | None = None
+    skipped: bool = False
 
     @property
     def ok(self) -> bool:
@@ -31,9 +43,9 @@ class FileResult:
 
     def as_dict(self) -> dict[str, Any]:
         out = {
-            "input": self.input,
+            "input": shown(self.input),
             "status": self.status,
-            "output": self.output,
+            "output": shown(self.output) if self.output else None,
             "code": self.code,
             "message": self.message,
             "hint": self.hint,
@@ -41,32 +53,105 @@ class FileResult:
             "warnings": list(self.warnings),
             "segment": self.segment,
             "metrics": dict(self.metrics),
+            "run_id": self.run_id,
+            "skipped": self.skipped,
         }
         out.update(self.extra)
         return out
 
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> FileResult:
+        """A result back from its report line (``extra`` keeps the keys this class does not name)."""
+        known = {"input", "status", "output", "code", "message", "hint", "warnings", "segment", "metrics", "stage",
+                 "run_id", "skipped"}
+        return cls(
+            input=data["input"],
+            status=data["status"],
+            output=data.get("output"),
+            code=data.get("code"),
+            message=data.get("message", ""),
+            hint=data.get("hint", ""),
+            warnings=list(data.get("warnings", [])),
+            segment=data.get("segment"),
+            metrics=dict(data.get("metrics", {})),
+            stage=data.get("stage"),
+            extra={k: v for k, v in data.items() if k not in known},
+            run_id=data.get("run_id"),
+            skipped=bool(data.get("skipped", False)),
+        )
+
+    def json(self) -> str:
+        return json.dumps(self.as_dict(), ensure_ascii=False, default=str)
+
     def line(self) -> str:
+        tag = " (unchanged, skipped)" if self.skipped else ""
         if self.ok:
-            return f"{self.input}: ok -> {self.output}"
+            return f"{shown(self.input)}: ok -> {shown(self.output or '')}{tag}"
         tail = f" ({self.hint})" if self.hint else ""
-        return f"{self.input}: {self.code}: {self.message}{tail}"
+        return f"{shown(self.input)}: {self.code}: {self.message}{tail}{tag}"
 
 
 def write_line(fh: IO[str], result: FileResult) -> None:
     """Append one JSON line and flush, so a crash later in the batch keeps it."""
-    fh.write(json.dumps(result.as_dict(), ensure_ascii=False, default=str) + "\n")
+    fh.write(result.json() + "\n")
     fh.flush()
 
 
-def summary(results: Iterable[FileResult]) -> str:
-    """`N ok, M refused (code x k, ...); warnings: code x k`."""
-    results = list(results)
-    ok = sum(r.ok for r in results)
-    refused = Counter(r.code or "?" for r in results if not r.ok)
-    warned = Counter(w["code"] for r in results for w in r.warnings)
-    text = f"{ok} ok, {len(results) - ok} refused"
-    if refused:
-        text += " (" + ", ".join(f"{c} x{n}" for c, n in refused.most_common()) + ")"
-    if warned:
-        text += "; warnings: " + ", ".join(f"{c} x{n}" for c, n in warned.most_common())
-    return text
+@dataclass
+class Summary:
+    """Counts over a batch as its results arrive (nothing else is kept): by status and code,
+    warnings, skipped inputs, audio seconds; ``table`` renders them with the wall time."""
+
+    by_code: Counter[str] = field(default_factory=Counter)
+    warnings: Counter[str] = field(default_factory=Counter)
+    ok: int = 0
+    refused: int = 0
+    skipped: int = 0
+    audio_s: float = 0.0
+
+    def add(self, result: FileResult) -> None:
+        if result.ok:
+            self.ok += 1
+        else:
+            self.refused += 1
+            self.by_code[result.code or "?"] += 1
+        self.skipped += result.skipped
+        self.warnings.update(w["code"] for w in result.warnings)
+        if not result.skipped:
+            seconds = result.metrics.get("input_duration_s")
+            self.audio_s += float(seconds) if isinstance(seconds, (int, float)) else 0.0
+
+    @property
+    def total(self) -> int:
+        return self.ok + self.refused
+
+    def line(self) -> str:
+        """`N ok, M refused (code x k, ...); warnings: code x k`."""
+        text = f"{self.ok} ok, {self.refused} refused"
+        if self.by_code:
+            text += " (" + ", ".join(f"{c} x{n}" for c, n in self.by_code.most_common()) + ")"
+        if self.warnings:
+            text += "; warnings: " + ", ".join(f"{c} x{n}" for c, n in self.warnings.most_common())
+        return text
+
+    def table(self, wall_s: float) -> str:
+        """The end-of-batch summary: a small aligned table."""
+        rows: list[tuple[str, str]] = [("ok", str(self.ok)), ("refused", str(self.refused))]
+        rows += [(f"  {code}", str(n)) for code, n in self.by_code.most_common()]
+        if self.skipped:
+            rows.append(("unchanged (skipped)", str(self.skipped)))
+        rows += [(f"warning {code}", str(n)) for code, n in self.warnings.most_common()]
+        rows.append(("audio processed", f"{self.audio_s:.1f} s"))
+        rows.append(("wall time", f"{wall_s:.1f} s"))
+        if wall_s > 0 and self.audio_s > 0:
+            rows.append(("real-time factor", f"{self.audio_s / wall_s:.0f}x"))
+        width = max(len(k) for k, _ in rows)
+        return "\n".join(f"{k.ljust(width)}  {v}" for k, v in rows)
+
+
+def summary(results: list[FileResult]) -> str:
+    """`N ok, M refused (code x k, ...); warnings: code x k` for a list of results."""
+    s = Summary()
+    for r in results:
+        s.add(r)
+    return s.line()

@@ -1,69 +1,50 @@
-"""Run the `run` chain over a batch of inputs: plan the outputs, process in workers, report, write.
+"""Run the `run` chain over a batch: skip what is unchanged, process the rest in workers, report, write.
 
 Only the runner reads and writes files. Per input: probe, scout if long (the chain up to its
 `Scouting` stage on a few stretches), decode, the chain's worker part, then in the coordinating
-process its `Session` stages (enrollment), then the writer. One bad file never stops the batch.
+process its `Session` stages (enrollment), then the writer. Nothing is held per input beyond
+what is in flight: plans, results and reports stream. One bad file never stops the batch.
 """
 
 from __future__ import annotations
 
+import itertools
 import os
 import sys
+import time
 import traceback
+import uuid
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
+from typing import IO
 
-from .api import expand
 from .audio_io import decode, probe
 from .clip import Clip, SpeechMap
 from .config import Config
 from .errors import PipelineError
+from .executors import Executor, LocalPool, Serial
+from .manifest import Fingerprint, Manifest, Orphan, chain_key
 from .pipeline import Pipeline
-from .report import FileResult, summary, write_line
+from .plan import Job, plan
+from .report import FileResult, Summary, summary, write_line
 from .scout import LONG_INPUT_S, best_region
-from .writer import write_atomic
+from .writer import discard_temp, write_atomic
 
-
-@dataclass(frozen=True)
-class Job:
-    input: str
-    output: str
-
-
-def plan(paths: Iterable[str], out_dir: str | Path) -> list[Job]:
-    """Map inputs to outputs under ``out_dir``, mirroring folder trees, as ``.wav``.
-
-    Two inputs that would land on the same output (``a.mp3`` and ``a.m4a``) keep their
-    extension in the name (``a.mp3.wav``).
-    """
-    out_root = Path(out_dir)
-    pairs: list[tuple[Path, Path]] = []
-    for raw in paths:
-        root = Path(raw)
-        for f in expand([raw]):
-            rel = f.relative_to(root) if root.is_dir() else Path(f.name)
-            pairs.append((f, rel))
-    counts: dict[Path, int] = {}
-    for _, rel in pairs:
-        key = rel.with_suffix(".wav")
-        counts[key] = counts.get(key, 0) + 1
-    jobs = []
-    for f, rel in pairs:
-        key = rel.with_suffix(".wav")
-        target = key if counts[key] == 1 else rel.with_name(rel.name + ".wav")
-        jobs.append(Job(str(f), str(out_root / target)))
-    return jobs
+LOOKAHEAD = 4096  # planned inputs read ahead of the workers (for the progress bar's total)
 
 
 @dataclass(frozen=True)
 class Worked:
     """What a worker hands back: the final result, or (when the chain ends in `Session` stages)
-    the clip for the coordinating process to finish."""
+    the clip for the coordinating process to finish; the input's duration and fingerprint."""
 
     result: FileResult
     clip: Clip | None = None
     input_s: float = 0.0
+    fingerprint: Fingerprint | None = None
 
 
 def _decoded(job: Job, chain: Pipeline) -> tuple[Clip, float]:
@@ -82,27 +63,32 @@ def _decoded(job: Job, chain: Pipeline) -> tuple[Clip, float]:
 def work(job: Job, chain: Pipeline, *, finish_here: bool) -> Worked:
     """Take one input through ``chain`` (the worker part of the `run` chain); with ``finish_here``
     also write the output. Never raises for a bad file."""
+    discard_temp(job.output)  # what a killed run may have left
+    try:
+        fingerprint = Fingerprint.of(job.input)
+    except OSError:
+        fingerprint = None  # unreadable: the probe below says why
+    input_s = 0.0
     try:
         clip, input_s = _decoded(job, chain)
         clip = chain(clip)
         if not finish_here:
-            return Worked(_result_ok(job, clip, input_s), clip, input_s)
-        return Worked(_written(job, clip, input_s))
+            return Worked(_result_ok(job, clip, input_s), clip, input_s, fingerprint)
+        return Worked(_written(job, clip, input_s), None, input_s, fingerprint)
     except PipelineError as exc:
-        return Worked(_rejected(job, exc))
+        return Worked(_rejected(job, exc, input_s), None, input_s, fingerprint)
     except Exception as exc:  # noqa: BLE001 - one bad file must never stop the batch
-        return Worked(_unexpected(job, exc))
+        return Worked(_unexpected(job, exc), None, input_s, fingerprint)
 
 
-def finish(worked: Worked, tail: Callable[[Clip], Clip]) -> FileResult:
+def finish(worked: Worked, job: Job, tail: Callable[[Clip], Clip]) -> FileResult:
     """Run the chain's `Session` stages on a worker's clip, then write it (coordinating process)."""
     if worked.clip is None:
         return worked.result
-    job = Job(worked.result.input, worked.result.output or "")
     try:
         return _written(job, tail(worked.clip), worked.input_s)
     except PipelineError as exc:
-        return _rejected(job, exc)
+        return _rejected(job, exc, worked.input_s)
     except Exception as exc:  # noqa: BLE001 - one bad file must never stop the batch
         return _unexpected(job, exc)
 
@@ -113,7 +99,7 @@ def process_file(job: Job, config: Config) -> FileResult:
     if not len(sessions):
         return work(job, worker, finish_here=True).result
     with sessions.open() as tail:
-        return finish(work(job, worker, finish_here=False), tail)
+        return finish(work(job, worker, finish_here=False), job, tail)
 
 
 def _written(job: Job, clip: Clip, input_s: float) -> FileResult:
@@ -138,7 +124,10 @@ def _result_ok(job: Job, clip: Clip, input_duration_s: float) -> FileResult:
     )
 
 
-def _rejected(job: Job, exc: PipelineError) -> FileResult:
+def _rejected(job: Job, exc: PipelineError, input_s: float = 0.0) -> FileResult:
+    metrics = dict(exc.metrics)
+    if input_s:
+        metrics.setdefault("input_duration_s", round(input_s, 3))
     return FileResult(
         input=job.input,
         status="rejected",
@@ -146,7 +135,7 @@ def _rejected(job: Job, exc: PipelineError) -> FileResult:
         message=exc.message,
         hint=exc.hint,
         stage=exc.stage,
-        metrics=exc.metrics,
+        metrics=metrics,
     )
 
 
@@ -166,96 +155,130 @@ def _crashed(job: Job, message: str) -> FileResult:
     )
 
 
-def run_jobs(
-    planned: list[Job],
+@dataclass
+class Outcome:
+    """What a batch did: its id, the counts, the outputs whose inputs are gone (removed with
+    ``prune``), and whether Ctrl-C stopped it."""
+
+    run_id: str
+    summary: Summary = field(default_factory=Summary)
+    orphans: list[Orphan] = field(default_factory=list)
+    wall_s: float = 0.0
+    interrupted: bool = False
+
+
+def run_batch(
+    planned: Iterable[Job],
     config: Config,
+    out_dir: str | Path,
     *,
     jobs: int | None = None,
-    report: Path | None = None,
+    executor: Executor | None = None,
+    report: str | Path | None = None,
+    force: bool = False,
+    prune: bool = False,
     progress: bool = False,
     on_result: Callable[[FileResult], None] | None = None,
-) -> list[FileResult]:
-    """Process every planned input; results in input order. The report is appended line by line as files finish."""
-    worker, sessions = config.run.split_sessions()
-    n_jobs = max(1, min(jobs or os.cpu_count() or 1, len(planned) or 1))
-    results: dict[int, FileResult] = {}
-    if report is not None:
-        Path(report).parent.mkdir(parents=True, exist_ok=True)
-    fh = open(report, "a", encoding="utf-8") if report is not None else None  # noqa: SIM115
-    bar = _Progress(len(planned)) if progress else None
+) -> Outcome:
+    """Process every planned input, streaming: an input unchanged since its output in ``out_dir``
+    was made (same content, chain, options and version) is reported with its earlier verdict
+    unless ``force``; the rest run on ``executor`` (default: ``jobs`` worker processes, at most one
+    per core by default; 1 runs in this process).
+    ``report`` is rewritten with one line per input of this run, as each finishes. Ctrl-C stops
+    within a moment: nothing new starts, running files are abandoned and leave nothing behind."""
+    started = time.monotonic()
+    outcome = Outcome(run_id=time.strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6])
+    worker_chain, sessions = config.run.split_sessions()
+    finish_here = not len(sessions)
+    n = max(1, jobs if jobs is not None else (os.cpu_count() or 1))
+    rest = iter(planned)
+    ahead: deque[Job] = deque(itertools.islice(rest, LOOKAHEAD))
+    if executor is None:
+        executor = LocalPool(min(n, len(ahead) or 1)) if n > 1 and len(ahead) > 1 else Serial()
+    bar = _Progress(len(ahead) if len(ahead) < LOOKAHEAD else None) if progress else None
+    fh = _open_report(report)
+    manifest = Manifest(os.fspath(out_dir), run_id=outcome.run_id, config=chain_key(config.run))
+    handed: dict[int, Job] = {}  # handed to the executor, not yet back
+
+    def emit(result: FileResult) -> None:
+        result.run_id = outcome.run_id
+        outcome.summary.add(result)
+        if fh is not None:
+            write_line(fh, result)
+        if on_result is not None:
+            on_result(result)
+        if bar is not None:
+            bar.advance()
+
+    def tasks() -> Iterator[tuple[int, Job]]:
+        for key, job in enumerate(_drain(ahead, rest)):
+            earlier = None if force else manifest.unchanged(job.input, job.output)
+            if earlier is not None:
+                emit(earlier)
+                continue
+            handed[key] = job
+            yield key, job
+
+    def crashed(key: int, job: Job, why: str) -> Worked:
+        return Worked(_crashed(job, why))
+
     try:
         with sessions.open() as tail:
-            finish_here = not len(sessions)
-            done: Iterator[tuple[int, Worked]]
-            if n_jobs == 1:
-                done = ((i, work(job, worker, finish_here=finish_here)) for i, job in enumerate(planned))
-            else:
-                done = _pool(planned, worker, n_jobs, finish_here)
-            for i, worked in done:
-                res = finish(worked, tail)
-                results[i] = res
-                if fh is not None:
-                    write_line(fh, res)
-                if on_result is not None:
-                    on_result(res)
-                if bar is not None:
-                    bar.advance()
+            fn = partial(work, chain=worker_chain, finish_here=finish_here)
+            for key, worked in executor.map(fn, tasks(), crashed):
+                job = handed.pop(key)
+                result = finish(worked, job, tail)
+                if worked.fingerprint is not None:
+                    manifest.record(result, job.output, worked.fingerprint)
+                emit(result)
+        outcome.orphans = list(manifest.orphans())
+        if prune:
+            for orphan in outcome.orphans:
+                manifest.forget(orphan)
+    except KeyboardInterrupt:
+        outcome.interrupted = True
+        executor.stop()
+        for job in handed.values():
+            discard_temp(job.output)
     finally:
+        manifest.close()
         if fh is not None:
             fh.close()
         if bar is not None:
             bar.close()
-    return [results[i] for i in range(len(planned))]
+        outcome.wall_s = time.monotonic() - started
+    return outcome
 
 
-def run_paths(
-    paths: list[str],
-    out_dir: str | Path,
-    config: Config,
-    **kwargs: object,
-) -> list[FileResult]:
-    """``run_jobs`` over the inputs found in ``paths``, outputs mirrored under ``out_dir``."""
-    return run_jobs(plan(paths, out_dir), config, **kwargs)  # type: ignore[arg-type]
+def _drain(ahead: deque[Job], rest: Iterator[Job]) -> Iterator[Job]:
+    """The jobs read ahead, then the rest of the plan, keeping ``ahead`` topped up."""
+    while ahead:
+        yield ahead.popleft()
+        nxt = next(rest, None)
+        if nxt is not None:
+            ahead.append(nxt)
 
 
-def _pool(planned: list[Job], chain: Pipeline, n_jobs: int, finish_here: bool) -> Iterator[tuple[int, Worked]]:
-    """Worked inputs as the worker processes finish them (any order)."""
-    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
-    from concurrent.futures.process import BrokenProcessPool
+def _open_report(report: str | Path | None) -> IO[str] | None:
+    if report is None:
+        return None
+    Path(report).parent.mkdir(parents=True, exist_ok=True)
+    return open(report, "w", encoding="utf-8")
 
-    pending = set(range(len(planned)))
-    try:
-        with ProcessPoolExecutor(max_workers=n_jobs) as pool:
-            futures = {pool.submit(work, planned[i], chain, finish_here=finish_here): i for i in sorted(pending)}
-            remaining = set(futures)
-            while remaining:
-                finished, remaining = wait(remaining, return_when=FIRST_COMPLETED)
-                for fut in finished:
-                    i = futures[fut]
-                    try:
-                        worked = fut.result()
-                    except BrokenProcessPool:
-                        raise
-                    except Exception as exc:  # noqa: BLE001 - e.g. an unpicklable result
-                        worked = Worked(_crashed(planned[i], f"{type(exc).__name__}: {exc}"))
-                    pending.discard(i)
-                    yield i, worked
-    except BrokenProcessPool:
-        # A worker died (native crash, out of memory). Finished files are kept; the rest run one
-        # by one, each in a fresh process, so only the file that kills its worker is lost.
-        for i in sorted(pending):
-            with ProcessPoolExecutor(max_workers=1) as solo:
-                try:
-                    worked = solo.submit(work, planned[i], chain, finish_here=finish_here).result()
-                except BrokenProcessPool:
-                    worked = Worked(_crashed(planned[i], "the worker process died on this file"))
-            yield i, worked
+
+def run_paths(paths: list[str], out_dir: str | Path, config: Config, **kwargs: object) -> list[FileResult]:
+    """``run_batch`` over the inputs found in ``paths`` (outputs mirrored under ``out_dir``), its
+    results gathered in a list: a convenience for small batches and tests."""
+    results: list[FileResult] = []
+    run_batch(plan(paths, out_dir), config, out_dir, on_result=results.append, **kwargs)  # type: ignore[arg-type]
+    return results
 
 
 class _Progress:
-    """A rich progress bar on stderr (only when it is a terminal)."""
+    """A rich progress bar on stderr (only when it is a terminal); the total is unknown until the
+    plan has been read to its end."""
 
-    def __init__(self, total: int) -> None:
+    def __init__(self, total: int | None) -> None:
         from rich.console import Console
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
@@ -277,4 +300,4 @@ class _Progress:
         self._p.stop()
 
 
-__all__ = ["FileResult", "Job", "finish", "plan", "process_file", "run_jobs", "run_paths", "summary", "work"]
+__all__ = ["FileResult", "Job", "Outcome", "finish", "plan", "process_file", "run_batch", "run_paths", "summary", "work"]

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
-import secrets
 import struct
 from pathlib import Path
 
@@ -30,15 +30,30 @@ def wav16_size_bytes(frames: int, channels: int) -> int:
     return WAV_HEADER_BYTES + 2 * frames * channels
 
 
+def temp_path(path: str | os.PathLike[str]) -> Path:
+    """The temporary file ``write_atomic`` writes ``path`` through: beside it, named after it (so a
+    run killed mid-write leaves a file the next write of the same output replaces, and whoever
+    abandons a write knows what to remove), and short (the target's own name may already be as
+    long as the file system allows)."""
+    target = Path(path)
+    digest = hashlib.blake2b(os.fsencode(target.name), digest_size=8).hexdigest()
+    return target.parent / f".voiceprep-{digest}.part"
+
+
+def discard_temp(path: str | os.PathLike[str]) -> None:
+    """Remove what an abandoned ``write_atomic`` of ``path`` left, if anything."""
+    with contextlib.suppress(OSError):
+        os.unlink(temp_path(path))
+
+
 def write_atomic(path: str | os.PathLike[str], data: bytes) -> int:
-    """Write ``data`` to ``path`` through a temporary file in the same folder, fsynced, then renamed
-    over ``path``: an interrupted write leaves no partial file. The file gets the permissions any
-    new file gets here (0644 under umask 022). Returns the size in bytes."""
+    """Write ``data`` to ``path`` through ``temp_path(path)``, fsynced, then renamed over ``path``:
+    an interrupted write leaves no partial file. The file gets the permissions any new file gets
+    here (0644 under umask 022). Returns the size in bytes."""
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
-    # a short temporary name: the target's own name may already be as long as the filesystem allows
-    tmp = target.parent / f".voiceprep-{secrets.token_hex(6)}.part"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    tmp = temp_path(target)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
