@@ -20,17 +20,12 @@ import pytest
 import soundfile as sf
 
 from pipeline.cli import build_parser, main
+from pipeline.emulator.faults import Faults
+from pipeline.emulator.fetch import LoopbackResolver, is_loopback_host
+from pipeline.emulator.protocol import CUSTOMIZATION_PATH, Refusal, status_for
+from pipeline.emulator.server import start_in_thread
+from pipeline.emulator.settings import Settings
 from pipeline.errors import ConfigError
-from pipeline.service.emulator import (
-    CUSTOMIZATION_PATH,
-    Faults,
-    LoopbackResolver,
-    ServiceError,
-    Settings,
-    is_loopback_host,
-    start_in_thread,
-    status_for,
-)
 from pipeline.service.synth import SynthesisError, model_for_voice, synthesize
 
 FAKE = "https://voices.example/"  # URLs matching the "OK" fault rule are accepted without a fetch
@@ -354,13 +349,14 @@ OUTSIDE_LOOPBACK = (
 
 def test_fetch_is_loopback_only(api: Api, emulator: Any, file_server: Any) -> None:
     calls: list[str] = []
-    real_get = emulator.emulator._get
+    fetcher = emulator.emulator.fetcher
+    real_get = fetcher.get
 
-    async def spy(url: str, target: Path, limit: int) -> tuple[int, str | None]:
+    async def spy(url: str, target: Path, limit: int, timeout_s: float) -> tuple[int, str | None]:
         calls.append(url)
-        return await real_get(url, target, limit)
+        return await real_get(url, target, limit, timeout_s)
 
-    emulator.emulator._get = spy
+    fetcher.get = spy
     # Names under .invalid (RFC 6761) can never resolve, and the IP hosts sit just outside the
     # loopback block, so even a broken guard would send nothing anywhere.
     for url in ("http://voices.invalid/a.wav", f"https://{OUTSIDE_LOOPBACK[0]}/a.wav",
@@ -414,7 +410,7 @@ def test_status_for_codes() -> None:
     assert status_for("Throttling.RateQuota") == 429
     assert status_for("Throttling.AllocationQuota") == 400
     assert status_for("InvalidApiKey") == 401
-    assert ServiceError("InternalError").message == "audio preprocess server error"
+    assert Refusal("InternalError").message == "audio preprocess server error"
 
 
 # --- temporary uploads and oss:// --------------------------------------------------------------
