@@ -3,11 +3,7 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import importlib
-import importlib.util
-import ipaddress
-import logging
 import os
 import sys
 from typing import Any
@@ -69,9 +65,14 @@ def load_judge(spec: str) -> Any:
 
 
 def cmd_emulator(args: argparse.Namespace) -> int:
-    if importlib.util.find_spec("aiohttp") is None:
+    if not has_aiohttp():
         sys.stderr.write(NEEDS_EXTRA)
         return 2
+    # Imported here: every command builds this parser, and asyncio alone costs tens of ms to load.
+    import asyncio
+    import ipaddress
+    import logging
+
     from .core import Emulator
     from .faults import Faults
     from .protocol import DEFAULT_API_KEY
@@ -115,3 +116,10 @@ def cmd_emulator(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         return 0
     return 0
+
+
+def has_aiohttp() -> bool:
+    """True when the optional extra's aiohttp can be imported (looked up without importing it)."""
+    import importlib.util
+
+    return importlib.util.find_spec("aiohttp") is not None

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import Mapping
+from types import MappingProxyType
 from typing import Any
 from xml.sax.saxutils import escape
 
@@ -33,7 +35,7 @@ ACTIONS = ("create_voice", "list_voice", "query_voice", "update_voice", "delete_
 FAULT_SCOPES = (*ACTIONS, "get_policy", "upload", "synthesis")
 
 # The service's own messages for its codes (reference §4.2), used verbatim.
-MESSAGES: dict[str, str] = {
+MESSAGES: Mapping[str, str] = MappingProxyType({
     "InvalidApiKey": "Invalid API-key provided.",
     "BadRequest.EmptyInput": "Required input parameter missing from request.",
     "BadRequest.EmptyModel": 'Required parameter "model" missing from request.',
@@ -51,7 +53,7 @@ MESSAGES: dict[str, str] = {
     "InternalError": "audio preprocess server error",
     "ModelUnavailable": "Model is unavailable, please try again later.",
     "AccessDenied": "Access denied.",
-}
+})
 GENERIC_INTERNAL = "An internal error has occured, please try again later or contact service support."
 
 

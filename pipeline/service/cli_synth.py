@@ -3,13 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
-import importlib.util
 import os
 import sys
 from typing import Any
-
-from .synth import DEFAULT_WS_URL, SynthesisError, model_for_voice, synthesize
 
 NEEDS_AIOHTTP = "voiceprep: synth needs aiohttp, in the optional extra: pip install 'voiceprep[emulator]'\n"
 
@@ -31,13 +27,18 @@ def register(sub: Any) -> None:
 
 
 def cmd_synth(args: argparse.Namespace) -> int:
+    if not has_aiohttp():
+        sys.stderr.write(NEEDS_AIOHTTP)
+        return 2
+    # Imported here: every command builds this parser, and asyncio and numpy take tens of ms to load.
+    import asyncio
+
     import numpy as np
 
     from pipeline.writer import wav16, write_atomic
 
-    if importlib.util.find_spec("aiohttp") is None:
-        sys.stderr.write(NEEDS_AIOHTTP)
-        return 2
+    from .synth import DEFAULT_WS_URL, SynthesisError, model_for_voice, synthesize
+
     key = os.environ.get("DASHSCOPE_API_KEY", "")
     if not key:
         sys.stderr.write("voiceprep: error: set DASHSCOPE_API_KEY\n")
@@ -63,3 +64,10 @@ def cmd_synth(args: argparse.Namespace) -> int:
     seconds = pcm.size / result.sample_rate
     sys.stdout.write(f"{args.out}: {seconds:.2f} s from voice {args.voice} ({model}), {result.characters} characters\n")
     return 0
+
+
+def has_aiohttp() -> bool:
+    """True when the optional extra's aiohttp can be imported (looked up without importing it)."""
+    import importlib.util
+
+    return importlib.util.find_spec("aiohttp") is not None
