@@ -11,8 +11,9 @@ from collections.abc import Sequence
 # a callable(args) -> int. Imported lazily so `voiceprep check` stays fast.
 SUBCOMMAND_MODULES: tuple[str, ...] = (
     "pipeline.commands",
-    "pipeline.service.cli_emulator",
     "pipeline.service.cli_enroll",
+    "pipeline.service.cli_synth",
+    "pipeline.emulator.cli",
 )
 
 

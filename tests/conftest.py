@@ -117,7 +117,7 @@ def file_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LoopbackFi
 
 @pytest.fixture
 def emulator(tmp_path: Path) -> Iterator[Any]:
-    from pipeline.service.emulator import start_in_thread
+    from pipeline.emulator.server import start_in_thread
 
     handle = start_in_thread(tmp_path / "emulator", deploy_delay_s=0.05, rate_limit_rps=None)
     yield handle

@@ -6,6 +6,7 @@ import asyncio
 import base64
 import ipaddress
 import json
+import os
 import re
 import subprocess
 import sys
@@ -20,17 +21,13 @@ import pytest
 import soundfile as sf
 
 from pipeline.cli import build_parser, main
+from pipeline.emulator.cli import load_judge
+from pipeline.emulator.faults import Faults
+from pipeline.emulator.fetch import LoopbackResolver, is_loopback_host
+from pipeline.emulator.protocol import CUSTOMIZATION_PATH, Refusal, status_for
+from pipeline.emulator.server import start_in_thread
+from pipeline.emulator.settings import Settings
 from pipeline.errors import ConfigError
-from pipeline.service.emulator import (
-    CUSTOMIZATION_PATH,
-    Faults,
-    LoopbackResolver,
-    ServiceError,
-    Settings,
-    is_loopback_host,
-    start_in_thread,
-    status_for,
-)
 from pipeline.service.synth import SynthesisError, model_for_voice, synthesize
 
 FAKE = "https://voices.example/"  # URLs matching the "OK" fault rule are accepted without a fetch
@@ -354,13 +351,14 @@ OUTSIDE_LOOPBACK = (
 
 def test_fetch_is_loopback_only(api: Api, emulator: Any, file_server: Any) -> None:
     calls: list[str] = []
-    real_get = emulator.emulator._get
+    fetcher = emulator.emulator.fetcher
+    real_get = fetcher.get
 
-    async def spy(url: str, target: Path, limit: int) -> tuple[int, str | None]:
+    async def spy(url: str, target: Path, limit: int, timeout_s: float) -> tuple[int, str | None]:
         calls.append(url)
-        return await real_get(url, target, limit)
+        return await real_get(url, target, limit, timeout_s)
 
-    emulator.emulator._get = spy
+    fetcher.get = spy
     # Names under .invalid (RFC 6761) can never resolve, and the IP hosts sit just outside the
     # loopback block, so even a broken guard would send nothing anywhere.
     for url in ("http://voices.invalid/a.wav", f"https://{OUTSIDE_LOOPBACK[0]}/a.wav",
@@ -414,7 +412,7 @@ def test_status_for_codes() -> None:
     assert status_for("Throttling.RateQuota") == 429
     assert status_for("Throttling.AllocationQuota") == 400
     assert status_for("InvalidApiKey") == 401
-    assert ServiceError("InternalError").message == "audio preprocess server error"
+    assert Refusal("InternalError").message == "audio preprocess server error"
 
 
 # --- temporary uploads and oss:// --------------------------------------------------------------
@@ -659,6 +657,75 @@ def test_emulator_command_serves_on_loopback(tmp_path: Path) -> None:
         proc.terminate()
         proc.wait(timeout=30)
     assert (tmp_path / "d" / "emulator.sqlite3").exists()
+
+
+JUDGE_MODULE = """
+from types import SimpleNamespace
+
+def refuse_all(path):
+    return SimpleNamespace(ok=False, code="Audio.AudioSilentError", message="judged elsewhere", warnings=[])
+"""
+
+
+def test_python_m_emulator_with_a_judge_from_the_command_line(tmp_path: Path, file_server: Any) -> None:
+    (tmp_path / "myjudge.py").write_text(JUDGE_MODULE)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), *sys.path])}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pipeline.emulator", "--port", "0", "--data", str(tmp_path / "d"),
+         "--judge", "myjudge:refuse_all"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+    )
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        m = re.search(r"listening on (http://127\.0\.0\.1:\d+)", line)
+        assert m, line
+        body = {"model": "voice-enrollment", "input": {"action": "create_voice", "target_model": "cosyvoice-v2",
+                                                        "prefix": "demo", "url": file_server.url("speech_librivox_16k.wav")}}
+        r = httpx.post(m.group(1) + CUSTOMIZATION_PATH, json=body, headers={"Authorization": "Bearer sk-emulator"})
+        assert_error(r, 400, "Audio.AudioSilentError", "silent audio error!")
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+def test_judge_option_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert load_judge("os.path:exists") is os.path.exists
+    for spec, says in (("exists", "MODULE:NAME"), ("no_such_module_xyz:f", "cannot import"),
+                       ("os.path:nothing", "has no nothing"), ("os:sep", "not callable")):
+        with pytest.raises(ConfigError, match=says):
+            load_judge(spec)
+    assert main(["emulator", "--judge", "os:sep", "--data", str(tmp_path / "d")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("voiceprep: config error: --judge") and len(err.splitlines()) == 1
+    assert not (tmp_path / "d").exists()
+
+
+BLOCK_AIOHTTP = "import sys; sys.modules['aiohttp'] = None; from pipeline.cli import main; sys.exit(main(sys.argv[1:]))"
+
+
+def test_without_aiohttp_the_emulator_and_synth_name_the_extra(tmp_path: Path) -> None:
+    env = {**os.environ, "DASHSCOPE_API_KEY": "sk-x"}
+    r = subprocess.run([sys.executable, "-c", BLOCK_AIOHTTP, "emulator", "--data", str(tmp_path / "d")],
+                       capture_output=True, text=True, env=env, timeout=120)
+    assert (r.returncode, r.stdout) == (2, "")
+    assert r.stderr == "voiceprep: the emulator needs the optional extra: pip install 'voiceprep[emulator]'\n"
+    assert not (tmp_path / "d").exists()
+    r = subprocess.run([sys.executable, "-c", BLOCK_AIOHTTP, "synth", "--voice", "cosyvoice-v2-demo-" + "0" * 32, "hi",
+                        "-o", str(tmp_path / "x.wav")], capture_output=True, text=True, env=env, timeout=120)
+    assert (r.returncode, r.stdout) == (2, "")
+    assert r.stderr == "voiceprep: synth needs aiohttp, in the optional extra: pip install 'voiceprep[emulator]'\n"
+
+
+def test_run_and_check_need_no_aiohttp(tmp_path: Path) -> None:
+    wav = Path(__file__).parent.parent / "fixtures" / "speech_librivox_16k.wav"
+    r = subprocess.run([sys.executable, "-c", BLOCK_AIOHTTP, "run", str(wav), "--out", str(tmp_path / "out")],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    x, sr = sf.read(tmp_path / "out" / "speech_librivox_16k.wav", dtype="float32")
+    assert sr >= 16000 and 10.0 < x.size / sr <= 20.0
+    r = subprocess.run([sys.executable, "-c", BLOCK_AIOHTTP, "check", str(wav)], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
 
 
 def test_synthesis_idle_timeout_and_dropped_connection(api: Api, emulator: Any) -> None:

@@ -399,6 +399,17 @@ def test_token_bucket_paces_to_the_rate_after_a_burst() -> None:
     assert clock.now == pytest.approx(2.0)  # 10 at once, then 20 more at 10/s
 
 
+def test_token_bucket_admits_without_waiting_or_debt() -> None:
+    clock = FakeClock()
+    bucket = TokenBucket(4.0, burst=2, clock=clock, sleep=clock.sleep)
+    assert [bucket.try_acquire() for _ in range(4)] == [True, True, False, False]
+    clock.now += 0.25  # one token back at 4/s; the refusals above took none
+    assert [bucket.try_acquire() for _ in range(2)] == [True, False]
+    clock.now += 10.0  # refills up to the burst, no further
+    assert [bucket.try_acquire() for _ in range(3)] == [True, True, False]
+    assert clock.sleeps == []
+
+
 def test_client_requests_go_through_the_rate_limit() -> None:
     fake = FakeService()
     client, clock = make(fake, rate_limit_per_s=2.0)

@@ -1,1 +1,1 @@
-"""The CosyVoice enrollment service: httpx client, uploads, ledger and a local emulator."""
+"""The CosyVoice enrollment service's client side: httpx client, uploads, ledger, synthesis check."""

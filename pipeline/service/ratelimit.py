@@ -1,4 +1,4 @@
-"""Client-side pacing: a token bucket, and jittered exponential backoff for retries."""
+"""Rate limits: a token bucket (pacing a client, or admitting requests in the emulator), and retry backoff."""
 
 from __future__ import annotations
 
@@ -42,14 +42,26 @@ class TokenBucket:
         order and each sleeps exactly once: no loop that float rounding could keep spinning.
         """
         with self._lock:
-            now = self._clock()
-            self._tokens = min(self.burst, self._tokens + max(now - self._last, 0.0) * self.rate_per_s)
-            self._last = now
+            self._refill()
             self._tokens -= 1.0
             delay = -self._tokens / self.rate_per_s if self._tokens < 0 else 0.0
         if delay > 0:
             self._sleep(delay)
         return delay
+
+    def try_acquire(self) -> bool:
+        """Take one token if one is there now; never waits and never goes into debt (admission, not pacing)."""
+        with self._lock:
+            self._refill()
+            if self._tokens < 1.0:
+                return False
+            self._tokens -= 1.0
+            return True
+
+    def _refill(self) -> None:
+        now = self._clock()
+        self._tokens = min(self.burst, self._tokens + max(now - self._last, 0.0) * self.rate_per_s)
+        self._last = now
 
 
 @dataclass(frozen=True)

@@ -1,11 +1,16 @@
-"""The `emulator` and `synth` subcommands: a local voice-cloning service, and a synthesis check of a voice."""
+"""The `emulator` subcommand: serve a local emulator of the voice-cloning service until interrupted."""
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
 import sys
 from typing import Any
+
+from pipeline.errors import ConfigError
+
+NEEDS_EXTRA = "voiceprep: the emulator needs the optional extra: pip install 'voiceprep[emulator]'\n"
 
 
 def register(sub: Any) -> None:
@@ -14,8 +19,15 @@ def register(sub: Any) -> None:
         help="run a local emulator of the voice-cloning service (enrollment, uploads, synthesis)",
         description="Serve the CosyVoice enrollment API, the temporary-upload flow and the synthesis "
         "WebSocket locally, with state in SQLite. Point clients at it with DASHSCOPE_HTTP_BASE_URL and "
-        "DASHSCOPE_WEBSOCKET_BASE_URL. It fetches audio only from loopback URLs or its own oss:// uploads.",
+        "DASHSCOPE_WEBSOCKET_BASE_URL. It fetches audio only from loopback URLs or its own oss:// uploads. "
+        "Needs the optional extra: pip install 'voiceprep[emulator]'.",
     )
+    add_arguments(e)
+    e.set_defaults(func=cmd_emulator)
+
+
+def add_arguments(e: argparse.ArgumentParser) -> None:
+    """The emulator's options (shared by `voiceprep emulator` and `python -m pipeline.emulator`)."""
     e.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     e.add_argument("--port", type=int, default=8765, help="port (default 8765; 0 picks a free one)")
     e.add_argument("--data", default=".voiceprep-emulator", metavar="DIR", help="state folder (SQLite, uploads)")
@@ -30,32 +42,42 @@ def register(sub: Any) -> None:
                    help="enrollment requests per second per key before 429 Throttling.RateQuota (0 = off)")
     e.add_argument("--burst", type=int, default=40, help="rate-limit burst (default 40)")
     e.add_argument("--faults", metavar="FILE", help="fault injection file (YAML/JSON), see docs/emulator.md")
+    e.add_argument("--judge", metavar="MODULE:NAME",
+                   help="the audio judge: a callable taking a path and returning a verdict with ok, code, message, "
+                   "warnings (default: voiceprep's own check)")
     e.add_argument("-v", "--verbose", action="store_true", help="log every request")
-    e.set_defaults(func=cmd_emulator)
 
-    s = sub.add_parser(
-        "synth",
-        help="synthesize TEXT with a voice over the service's WebSocket and write a WAV",
-        description="Verify a voice: synthesize TEXT and write 16-bit WAV. Reads DASHSCOPE_API_KEY and "
-        "DASHSCOPE_WEBSOCKET_BASE_URL (default the Beijing service), like the official SDK.",
-    )
-    s.add_argument("text", metavar="TEXT")
-    s.add_argument("--voice", required=True, metavar="ID", help="voice id, e.g. cosyvoice-v2-demo-<hex>")
-    s.add_argument("--model", help="synthesis model (default: the target model in the voice id)")
-    s.add_argument("-o", "--out", required=True, metavar="OUT.wav")
-    s.add_argument("--sample-rate", type=int, default=24000, choices=(8000, 16000, 22050, 24000, 44100, 48000))
-    s.add_argument("--timeout", type=float, default=60.0, metavar="S")
-    s.set_defaults(func=cmd_synth)
+
+def load_judge(spec: str) -> Any:
+    """The callable named by ``MODULE:NAME``; raises ConfigError when it cannot be imported or called."""
+    module, sep, name = spec.partition(":")
+    if not sep or not module or not name:
+        raise ConfigError(f"--judge {spec!r}: expected MODULE:NAME, e.g. mypackage.judges:strict")
+    try:
+        judge = getattr(importlib.import_module(module), name)
+    except ImportError as exc:
+        raise ConfigError(f"--judge {spec!r}: cannot import {module}: {exc}") from None
+    except AttributeError:
+        raise ConfigError(f"--judge {spec!r}: {module} has no {name}") from None
+    if not callable(judge):
+        raise ConfigError(f"--judge {spec!r}: {name} is not callable")
+    return judge
 
 
 def cmd_emulator(args: argparse.Namespace) -> int:
+    if not has_aiohttp():
+        sys.stderr.write(NEEDS_EXTRA)
+        return 2
+    # Imported here: every command builds this parser, and asyncio alone costs tens of ms to load.
     import asyncio
     import ipaddress
     import logging
 
-    from pipeline.errors import ConfigError
-
-    from .emulator import DEFAULT_API_KEY, Emulator, Faults, Settings, serve_forever
+    from .core import Emulator
+    from .faults import Faults
+    from .protocol import DEFAULT_API_KEY
+    from .server import serve_forever
+    from .settings import Settings
 
     keys = list(args.api_key or [])
     if args.api_key_env:
@@ -66,6 +88,15 @@ def cmd_emulator(args: argparse.Namespace) -> int:
         keys.append(value)
     try:
         faults = Faults.load(args.faults) if args.faults else Faults()
+        judge = load_judge(args.judge) if args.judge else None
+        settings = Settings(
+            api_keys=tuple(keys) or (DEFAULT_API_KEY,),
+            deploy_delay_s=args.deploy_delay,
+            quota=args.quota,
+            rate_limit_rps=args.rate_limit or None,
+            rate_limit_burst=args.burst,
+            faults=faults,
+        )
     except ConfigError as exc:
         sys.stderr.write(f"voiceprep: config error: {exc}\n")
         return 2
@@ -76,15 +107,7 @@ def cmd_emulator(args: argparse.Namespace) -> int:
     if not loopback:
         sys.stderr.write(f"voiceprep: warning: binding {args.host}, not loopback: the emulator is reachable from the network\n")
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(asctime)s %(message)s")
-    settings = Settings(
-        api_keys=tuple(keys) or (DEFAULT_API_KEY,),
-        deploy_delay_s=args.deploy_delay,
-        quota=args.quota,
-        rate_limit_rps=args.rate_limit or None,
-        rate_limit_burst=args.burst,
-        faults=faults,
-    )
-    emulator = Emulator(args.data, settings)
+    emulator = Emulator(args.data, settings, judge=judge)
     try:
         asyncio.run(serve_forever(emulator, args.host, args.port))
     except OSError as exc:
@@ -95,37 +118,8 @@ def cmd_emulator(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_synth(args: argparse.Namespace) -> int:
-    import asyncio
+def has_aiohttp() -> bool:
+    """True when the optional extra's aiohttp can be imported (looked up without importing it)."""
+    import importlib.util
 
-    import numpy as np
-
-    from pipeline.writer import wav16, write_atomic
-
-    from .synth import DEFAULT_WS_URL, SynthesisError, model_for_voice, synthesize
-
-    key = os.environ.get("DASHSCOPE_API_KEY", "")
-    if not key:
-        sys.stderr.write("voiceprep: error: set DASHSCOPE_API_KEY\n")
-        return 2
-    model = args.model or model_for_voice(args.voice)
-    if not model:
-        sys.stderr.write(f"voiceprep: error: cannot tell the model from voice {args.voice!r}; pass --model\n")
-        return 2
-    url = os.environ.get("DASHSCOPE_WEBSOCKET_BASE_URL") or DEFAULT_WS_URL
-    try:
-        result = asyncio.run(
-            synthesize(args.text, voice=args.voice, model=model, api_key=key, url=url,
-                       sample_rate=args.sample_rate, timeout_s=args.timeout)
-        )
-    except SynthesisError as exc:
-        sys.stderr.write(f"voiceprep: synth failed: {exc.code}: {exc.message}\n")
-        return 1
-    pcm = np.frombuffer(result.pcm[: len(result.pcm) // 2 * 2], dtype="<i2").astype(np.float32) / 32768.0
-    if pcm.size == 0:
-        sys.stderr.write("voiceprep: synth failed: the service returned no audio\n")
-        return 1
-    write_atomic(args.out, wav16(pcm[None, :], result.sample_rate))
-    seconds = pcm.size / result.sample_rate
-    sys.stdout.write(f"{args.out}: {seconds:.2f} s from voice {args.voice} ({model}), {result.characters} characters\n")
-    return 0
+    return importlib.util.find_spec("aiohttp") is not None

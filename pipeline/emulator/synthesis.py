@@ -1,9 +1,4 @@
-"""The emulator's synthesis WebSocket (``/api-ws/v1/inference``): the duplex TTS protocol, synthetic audio.
-
-The audio is a deterministic voiced signal (a harmonic tone whose pitch comes from the voice id,
-one syllable per character), not speech. Sentences are cut at sentence punctuation; the rest
-of the text waits for more text, a ``flush`` or ``finish-task``.
-"""
+"""The synthesis WebSocket (``/api-ws/v1/inference``): the duplex TTS protocol, answered with synthetic audio."""
 
 from __future__ import annotations
 
@@ -15,16 +10,14 @@ import json
 import logging
 import re
 import struct
-import uuid
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+import av
 import numpy as np
 from aiohttp import WSMsgType, web
 
-from .emulator import TARGET_MODELS, Dropped, ServiceError
-
-if TYPE_CHECKING:
-    from .emulator import Emulator
+from .core import Emulator
+from .protocol import TARGET_MODELS, Dropped, Refusal, refusal_reply, request_id
 
 log = logging.getLogger("voiceprep.emulator")
 
@@ -56,7 +49,10 @@ def _is_cjk(ch: str) -> bool:
 
 
 def synthetic_voice(voice: str, text: str, sample_rate: int) -> np.ndarray:
-    """Deterministic float32 mono audio for ``text`` in ``voice``: one voiced syllable per character."""
+    """Deterministic float32 mono audio for ``text`` in ``voice``: one voiced syllable per character.
+
+    A harmonic tone whose pitch comes from the voice id, not speech.
+    """
     digest = hashlib.sha256(voice.encode()).digest()
     f0 = 100.0 + digest[0] % 120
     plain = re.sub(r"<[^>]*>", "", text)
@@ -95,8 +91,6 @@ def encode(samples: np.ndarray, sample_rate: int, fmt: str, first: bool) -> byte
 
 
 def _encode_av(samples: np.ndarray, sample_rate: int, fmt: str) -> bytes:
-    import av
-
     buf = io.BytesIO()
     container, codec = ("mp3", "libmp3lame") if fmt == "mp3" else ("ogg", "libopus")
     rate = sample_rate if fmt == "mp3" or sample_rate in (8000, 12000, 16000, 24000, 48000) else 48000
@@ -128,17 +122,21 @@ class _Task:
 
 
 class SynthesisHandler:
-    """One WebSocket connection: run-task, continue-task*, finish-task; tasks may follow each other."""
+    """One WebSocket connection: run-task, continue-task*, finish-task; tasks may follow each other.
+
+    Sentences are cut at sentence punctuation; the rest of the text waits for more text, a
+    ``flush`` or ``finish-task``.
+    """
 
     def __init__(self, emulator: Emulator) -> None:
         self.emulator = emulator
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
-        rid = str(uuid.uuid4())
+        rid = request_id()
         try:
-            self.emulator._account(request)
-        except ServiceError as exc:
-            return self.emulator._error(rid, exc)
+            self.emulator.account(request)
+        except Refusal as exc:
+            return refusal_reply(rid, exc)
         ws = web.WebSocketResponse(max_msg_size=4 * 1024 * 1024)
         await ws.prepare(request)
         task: _Task | None = None
@@ -215,8 +213,8 @@ class SynthesisHandler:
             await self._failed(ws, task_id, "InvalidParameter", "task can not be null")
             return None, False
         try:
-            await self.emulator._inject(request, "synthesis")
-        except ServiceError as exc:
+            await self.emulator.inject(request, "synthesis")
+        except Refusal as exc:
             await self._failed(ws, task_id, exc.code, "Internal server error!" if exc.code == "InternalError" else exc.message)
             return None, False
         except Dropped:  # the transport is aborted: the client sees the connection drop
