@@ -83,12 +83,13 @@ class LocalPool:
         self._ctx: Any = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
         self._procs: dict[int, tuple[Any, Any, int | None]] = {}  # pid -> (process, connection, key)
 
-    def _start(self, fn: Callable[[Any], Any]) -> None:
+    def _start(self, fn: Callable[[Any], Any]) -> int:
         parent_end, child_end = self._ctx.Pipe()
         proc = self._ctx.Process(target=_worker, args=(child_end, fn, os.getpid()), daemon=True)
         proc.start()
         child_end.close()
         self._procs[proc.pid] = (proc, parent_end, None)
+        return int(proc.pid)
 
     def map(self, fn: Callable[[T], R], tasks: Iterable[tuple[int, T]],
             crashed: Callable[[int, T, str], R]) -> Iterator[tuple[int, R]]:
@@ -100,28 +101,24 @@ class LocalPool:
         exhausted = False
         try:
             while True:
-                # workers start with the first tasks (a batch of unchanged inputs starts none)
-                if not exhausted and len(self._procs) < self.workers and all(k is not None for *_, k in self._procs.values()):
-                    nxt = returned.pop() if returned else next(pending, None)
+                # every idle worker gets a task; more start, up to the width, while tasks remain (a
+                # batch of unchanged inputs starts none)
+                while True:
+                    idle = [pid for pid, (_, _, key) in self._procs.items() if key is None]
+                    if not idle and len(self._procs) >= self.workers:
+                        break
+                    nxt = returned.pop() if returned else (None if exhausted else next(pending, None))
                     if nxt is None:
                         exhausted = True
-                    else:
-                        returned.append(nxt)
-                        self._start(fn)
-                for pid, (proc, conn, key) in list(self._procs.items()):
-                    if key is not None or (exhausted and not returned):
-                        continue
-                    nxt = returned.pop() if returned else next(pending, None)
-                    if nxt is None:
-                        exhausted = True
-                        continue
+                        break
+                    pid = idle[0] if idle else self._start(fn)
+                    proc, conn, _ = self._procs[pid]
                     try:
                         conn.send(nxt)
-                    except OSError:
+                    except OSError:  # the worker died while idle: a fresh one takes the task
                         returned.append(nxt)
                         conn.close()
                         del self._procs[pid]
-                        self._start(fn)
                         continue
                     held[nxt[0]] = nxt[1]
                     self._procs[pid] = (proc, conn, nxt[0])
@@ -146,7 +143,6 @@ class LocalPool:
                         conn.close()
                         del self._procs[pid]
                         yield key, crashed(key, held.pop(key), "the worker process died on this file")
-                        self._start(fn)
         finally:
             self._shutdown()
 
