@@ -209,6 +209,16 @@ def test_429_then_success_on_create_honours_retry_after() -> None:
     assert clock.sleeps == [7.0]
 
 
+@pytest.mark.parametrize("value", ["soon", "", "nan", "inf", "-inf", "Wed, 99 Foo 2025 99:99:99 GMT", "1e999"])
+def test_unparsable_retry_after_falls_back_to_the_backoff(value: str) -> None:
+    throttled = httpx.Response(429, json={"request_id": "r1", "code": "Throttling.RateQuota", "message": "slow down"},
+                               headers={"Retry-After": value, "Retry-After-Ms": value})
+    fake = FakeService(script={"list_voice": [throttled]})
+    client, clock = make(fake, backoff=Backoff(base_s=1.0, max_s=8.0))
+    assert client.list_voices() == []
+    assert clock.sleeps == [0.75]  # the first backoff step (rng 0.5), not an exception nor a server delay
+
+
 def test_retries_give_up_after_max_retries() -> None:
     fake = FakeService(script={"query_voice": [error(500, "InternalError", "Internal server error!")] * 10})
     client, clock = make(fake, max_retries=2)

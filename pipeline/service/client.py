@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import datetime
 import email.utils
 import json
 import logging
+import math
 import random
 import re
 import time
@@ -39,23 +41,35 @@ class Reply:
     usage: dict[str, Any] = field(default_factory=dict)
 
 
+def _seconds(text: str, scale: float = 1.0) -> float | None:
+    try:
+        value = float(text) * scale
+    except ValueError:
+        return None
+    return max(value, 0.0) if math.isfinite(value) else None
+
+
 def _retry_after(resp: httpx.Response) -> float | None:
+    """The server's ``retry-after-ms`` / ``Retry-After`` (seconds or an HTTP date) in seconds; None when
+    absent or unparsable (the caller then uses its own backoff)."""
     ms = resp.headers.get("retry-after-ms")
     if ms:
-        try:
-            return max(float(ms) / 1000.0, 0.0)
-        except ValueError:
-            pass
+        value = _seconds(ms, 0.001)
+        if value is not None:
+            return value
     ra = resp.headers.get("retry-after")
     if not ra:
         return None
+    value = _seconds(ra)
+    if value is not None:
+        return value
     try:
-        return max(float(ra), 0.0)
-    except ValueError:
-        when = email.utils.parsedate_to_datetime(ra) if ra else None
-        if when is None:
-            return None
-        return max(when.timestamp() - time.time(), 0.0)
+        when = email.utils.parsedate_to_datetime(ra)
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return None
+    if when.tzinfo is None:  # an RFC 850 date without a zone is GMT
+        when = when.replace(tzinfo=datetime.timezone.utc)
+    return max(when.timestamp() - time.time(), 0.0)
 
 
 def _snippet(text: str, limit: int = 200) -> str:
