@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import pickle
 import re
@@ -10,7 +11,7 @@ from typing import Any
 
 import httpx
 import pytest
-from fake_dashscope import BASE, KEY, FakeService, error
+from fake_dashscope import BASE, KEY, EchoingService, FakeService, error
 
 from pipeline.errors import ConfigError
 from pipeline.service.client import EnrollmentClient
@@ -481,6 +482,66 @@ def test_the_key_never_shows(caplog: pytest.LogCaptureFixture) -> None:
     assert "***" in a.value.message
     with pytest.raises(TypeError):
         pickle.dumps(settings.api_key)
+
+
+ODD_KEY = "sk-SECRET+/=~0123456789abcdef"  # percent-encoding changes it: URLs carry another form
+
+
+def test_a_server_echoing_the_key_never_gets_it_into_results_errors_or_logs(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
+    fake = EchoingService(key=ODD_KEY)
+    fake.script["delete_voice"] = [httpx.Response(502, text="<html>Bad Gateway</html>")] * 10
+    fake.script["update_voice"] = [httpx.Response(200, text="not json")]
+    clock = FakeClock()
+    client = EnrollmentClient(ServiceSettings(ApiKey(ODD_KEY), BASE), transport=fake.transport(), sleep=clock.sleep,
+                              clock=clock, rng=lambda: 0.5, max_retries=1)
+    seen: list[Any] = []
+    url = client.upload_temporary(b"RIFF....WAVE", "take.wav")
+    vid = client.create_voice("cosyvoice-v2", "demo", url)
+    seen += [url, vid, client.last_request_id, client.list_voices(prefix="demo"), client.query_voice(vid),
+             list(client.iter_voices()), client.get_upload_policy(), client.wait_until_ready(vid)]
+    errors = []
+    for call in (lambda: client.query_voice("cosyvoice-v2-demo-missing"), lambda: client.delete_voice(vid),
+                 lambda: client.update_voice(vid, url)):
+        with pytest.raises(ServiceError) as info:
+            call()
+        errors.append(info.value)
+    for exc in errors:
+        seen += [str(exc), repr(exc), exc.line(), exc.as_dict(), exc.request_id, pickle.loads(pickle.dumps(exc)).line()]
+    seen += [r.getMessage() for r in caplog.records]
+    text = json.dumps(seen, default=str)
+    assert "SECRET" not in text
+    assert "***" in errors[0].message and errors[0].request_id == "Bearer ***"
+    assert [e.code for e in errors] == ["BadRequest.ResourceNotExist", "Unknown", "Unknown"]
+    assert any("seen Bearer ***" in r.getMessage() for r in caplog.records if r.name == "httpx")
+    client.close()
+
+
+@pytest.mark.parametrize(("key", "what"), [
+    ("sk-SECRET\nPART2", "a line break"), ("sk-SECRET PART2", "whitespace"), ("sk-SECRET\x1bPART2", "a control"),
+    ("sk-SECRET\u00e9PART2", "non-ASCII"), ("sk-SECRET\tPART2", "whitespace"), (" sk-SECRETPART2", "whitespace"),
+])
+def test_a_malformed_key_is_refused_up_front_without_echoing_it(key: str, what: str, tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as info:
+        ServiceSettings.from_env({"DASHSCOPE_API_KEY": key}, home=tmp_path)
+    msg = str(info.value)
+    assert "DASHSCOPE_API_KEY" in msg and what in msg and len(msg.splitlines()) == 1
+    assert "SECRET" not in msg and "PART2" not in msg
+    with pytest.raises(ConfigError):
+        ApiKey(key)
+    key_file = tmp_path / "key.txt"
+    key_file.write_text(key + "\n")
+    if key.strip() == key:
+        with pytest.raises(ConfigError, match="DASHSCOPE_API_KEY_FILE_PATH") as info:
+            ServiceSettings.from_env({"DASHSCOPE_API_KEY_FILE_PATH": str(key_file)}, home=tmp_path)
+        assert "SECRET" not in str(info.value)
+
+
+def test_the_key_from_a_file_loses_its_line_break(tmp_path: Path) -> None:
+    key_file = tmp_path / "key.txt"
+    key_file.write_text("sk-fromfile\n")
+    s = ServiceSettings.from_env({"DASHSCOPE_API_KEY_FILE_PATH": str(key_file)}, home=tmp_path)
+    assert s.api_key.reveal() == "sk-fromfile"
 
 
 def test_service_error_pickles_with_its_facts() -> None:
