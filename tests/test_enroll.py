@@ -302,3 +302,18 @@ def test_stage_enrolls_the_encoded_clip_once(fake: FakeService, tmp_path: Path) 
         with pytest.raises(PipelineError) as info_err:
             enroll(other)
     assert info_err.value.code == "VoiceUndeployed"
+
+
+def test_voices_help_shows_the_voices_exit_codes_and_documents_every_argument(capsys: pytest.CaptureFixture[str]) -> None:
+    from pipeline.cli import main
+
+    for argv in (["voices"], ["voices", "list"], ["voices", "show"], ["voices", "update"], ["voices", "delete"]):
+        assert main([*argv, "--help"]) == 0
+        out = capsys.readouterr().out
+        assert "every file has a voice" not in out and "exit codes: 0 done, 1 the service" in out, argv
+        assert "DASHSCOPE_BASE_URL" in out and "DASHSCOPE_TIMEOUT" in out
+        positional = out.split("positional arguments:", 1)[1].split("options:", 1)[0] if argv != ["voices", "list"] else ""
+        for line in positional.strip().splitlines():
+            assert len(line.split()) > 1, f"{argv}: undocumented argument {line.strip()!r}"
+    assert main(["enroll", "--help"]) == 0
+    assert "exit codes: 0 every file has a voice" in capsys.readouterr().out

@@ -454,6 +454,56 @@ def test_settings_from_env_like_the_sdk(tmp_path: Path) -> None:
     assert ServiceSettings.from_env({}, home=tmp_path).api_key.reveal() == "sk-from-file"
 
 
+def test_sdk_2_variables_with_the_sdks_precedence(tmp_path: Path) -> None:
+    def url(**env: str) -> str:
+        return ServiceSettings.from_env({"DASHSCOPE_API_KEY": "sk-1", **env}, home=tmp_path).base_url
+
+    # DASHSCOPE_BASE_URL (2.x) is read before DASHSCOPE_HTTP_BASE_URL (1.x, 2.x's fallback); empty is unset
+    assert url(DASHSCOPE_BASE_URL="http://a.test/api/v1", DASHSCOPE_HTTP_BASE_URL="http://b.test/api/v1") == (
+        "http://a.test/api/v1")
+    assert url(DASHSCOPE_BASE_URL="", DASHSCOPE_HTTP_BASE_URL="http://b.test/api/v1") == "http://b.test/api/v1"
+    # DASHSCOPE_REGION: the workspace host of the region with a workspace, else the region's shared host
+    assert url(DASHSCOPE_REGION="ap-southeast-1") == INTERNATIONAL_BASE_URL
+    assert url(DASHSCOPE_REGION="cn-beijing") == BEIJING_BASE_URL
+    assert url(DASHSCOPE_REGION="cn-hongkong") == "https://cn-hongkong.dashscope.aliyuncs.com/api/v1"
+    assert url(DASHSCOPE_REGION="eu-central-1", DASHSCOPE_WORKSPACE="llm-ws1") == (
+        "https://llm-ws1.eu-central-1.maas.aliyuncs.com/api/v1")
+    assert url(DASHSCOPE_REGION="us-east-1", DASHSCOPE_API_REGION="ap-northeast-1", DASHSCOPE_WORKSPACE_ID="w2") == (
+        "https://w2.us-east-1.maas.aliyuncs.com/api/v1")
+    assert url(DASHSCOPE_REGION="ap-southeast-1", DASHSCOPE_BASE_URL="http://c.test/api/v1") == "http://c.test/api/v1"
+    with pytest.raises(ConfigError, match="DASHSCOPE_REGION"):
+        url(DASHSCOPE_REGION="mars-north-1")
+    # DASHSCOPE_TIMEOUT / DASHSCOPE_MAX_RETRIES: unset means the `enroll:` values
+    s = ServiceSettings.from_env({"DASHSCOPE_API_KEY": "sk-1"}, home=tmp_path)
+    assert (s.timeout_s, s.max_retries) == (None, None)
+    s = ServiceSettings.from_env({"DASHSCOPE_API_KEY": "sk-1", "DASHSCOPE_TIMEOUT": "12.5",
+                                  "DASHSCOPE_MAX_RETRIES": "0"}, home=tmp_path)
+    assert (s.timeout_s, s.max_retries) == (12.5, 0)
+    for name, bad in [("DASHSCOPE_TIMEOUT", "soon"), ("DASHSCOPE_TIMEOUT", "0"), ("DASHSCOPE_TIMEOUT", "nan"),
+                      ("DASHSCOPE_TIMEOUT", "inf"), ("DASHSCOPE_MAX_RETRIES", "-1"), ("DASHSCOPE_MAX_RETRIES", "2.5"),
+                      ("DASHSCOPE_MAX_RETRIES", "9" * 5000)]:
+        with pytest.raises(ConfigError, match=name) as info:
+            ServiceSettings.from_env({"DASHSCOPE_API_KEY": "sk-1", name: bad}, home=tmp_path)
+        assert len(str(info.value)) < 200
+
+
+def test_timeout_and_retries_from_the_environment_reach_the_client(tmp_path: Path) -> None:
+    from pipeline.service.enroll import make_client
+    from pipeline.service.settings import EnrollSettings
+
+    settings = EnrollSettings(request_timeout_s=60.0, max_retries=3)
+    env = {"DASHSCOPE_API_KEY": "sk-1", "DASHSCOPE_TIMEOUT": "7", "DASHSCOPE_MAX_RETRIES": "1"}
+    with make_client(settings, ServiceSettings.from_env(env, home=tmp_path)) as c:
+        assert (c.timeout_s, c.max_retries, c._http.timeout.read) == (7.0, 1, 7.0)
+    with make_client(settings, ServiceSettings.from_env({"DASHSCOPE_API_KEY": "sk-1"}, home=tmp_path)) as c:
+        assert (c.timeout_s, c.max_retries) == (60.0, 3)
+    fake = FakeService(script={"list_voice": [error(503, "ServiceUnavailable", "busy")] * 5})
+    with EnrollmentClient(ServiceSettings.from_env(env, home=tmp_path), transport=fake.transport(),
+                          sleep=lambda s: None) as c, pytest.raises(ServiceError):
+        c.list_voices()
+    assert len(fake.requests) == 2  # one retry, as DASHSCOPE_MAX_RETRIES says
+
+
 def test_missing_key_and_bad_urls_are_config_errors(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="DASHSCOPE_API_KEY"):
         ServiceSettings.from_env({}, home=tmp_path)

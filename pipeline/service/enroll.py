@@ -340,14 +340,19 @@ def make_client(
     *,
     transport: httpx.BaseTransport | None = None,
     sleep: Callable[[float], None] = time.sleep,
+    clock: Callable[[], float] = time.monotonic,
 ) -> EnrollmentClient:
+    """A client for the `enroll:` settings; ``DASHSCOPE_TIMEOUT`` / ``DASHSCOPE_MAX_RETRIES`` (read into
+    ``service``) win over ``request_timeout_s`` / ``max_retries``, as the SDK's environment wins over its file."""
+    service = service or ServiceSettings.from_env()
     return EnrollmentClient(
-        service or ServiceSettings.from_env(),
+        service,
         transport=transport,
-        timeout_s=settings.request_timeout_s,
-        max_retries=settings.max_retries,
+        timeout_s=service.timeout_s if service.timeout_s is not None else settings.request_timeout_s,
+        max_retries=service.max_retries if service.max_retries is not None else settings.max_retries,
         rate_limit_per_s=settings.rate_limit_per_s,
         sleep=sleep,
+        clock=clock,
     )
 
 
