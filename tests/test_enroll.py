@@ -39,15 +39,32 @@ def files(tmp_path: Path) -> list[Path]:
     return out
 
 
+class FakeClock:
+    """Time that passes only when slept through."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+        self.sleeps: list[float] = []
+
+    def __call__(self) -> float:
+        return self.now
+
+    def sleep(self, s: float) -> None:
+        self.sleeps.append(s)
+        self.now += s
+
+
 def enroller(fake: FakeService, tmp_path: Path, **kw: Any) -> Enroller:
     settings = EnrollSettings.from_mapping({"target_model": MODEL, "poll_interval_s": 1.0, **kw.pop("enroll", {})})
+    clock = kw.pop("clock", None) or FakeClock()
     return make_enroller(
         settings,
         prefix=kw.pop("prefix", "alice"),
         ledger=tmp_path / "ledger.sqlite",
         service=ServiceSettings(ApiKey(KEY), BASE),
         transport=fake.transport(),
-        sleep=lambda s: None,
+        sleep=clock.sleep,
+        clock=clock,
         **kw,
     )
 
@@ -116,6 +133,70 @@ def test_timeout_on_create_before_the_service_acted_creates_once(
     actions = [r.content for r in fake.requests if r.url.path.endswith("/customization")]
     first_create = next(i for i, c in enumerate(actions) if b"create_voice" in c)
     assert b"list_voice" in actions[first_create + 1]
+
+
+class SlowCreates:
+    """A service that takes ``create_s`` (on the fake clock) to carry out a create_voice, behind a client
+    whose request times out after ``timeout_s``: the client sees a ReadTimeout, and the voice appears in
+    the service's answers only once the clock has passed the create's end."""
+
+    def __init__(self, fake: FakeService, clock: FakeClock, create_s: float, timeout_s: float) -> None:
+        self.fake, self.clock, self.create_s, self.timeout_s = fake, clock, create_s, timeout_s
+        self.running: list[tuple[float, httpx.Request]] = []
+        fake.script["create_voice"] = [self.create] * 100
+        for action in ("list_voice", "query_voice"):
+            real = getattr(fake, f"_{action}")
+            setattr(fake, f"_{action}", self.after_due(real))
+
+    def create(self, request: httpx.Request) -> httpx.Response:
+        self.running.append((self.clock() + self.create_s, request))
+        self.clock.now += self.timeout_s
+        raise httpx.ReadTimeout("timed out", request=request)
+
+    def finish_due(self, until: float) -> None:
+        for item in [r for r in self.running if r[0] <= until]:
+            self.running.remove(item)
+            self.fake._create_voice(item[1])
+
+    def after_due(self, real: Any) -> Any:
+        def serve(request: httpx.Request) -> httpx.Response:
+            self.finish_due(self.clock())
+            return real(request)
+        return serve
+
+
+def test_a_create_slower_than_the_request_timeout_makes_one_voice_per_clip(
+    fake: FakeService, tmp_path: Path
+) -> None:
+    # issue 16: request_timeout_s 3, reconcile_delay_s 1, a service that takes 5 s per create; 5 clips
+    clips = []
+    for i in range(5):
+        p = tmp_path / f"clip{i}.wav"
+        p.write_bytes(b"RIFF" + bytes([i + 10]) * 64 + b"WAVE")
+        clips.append(p)
+    clock = FakeClock()
+    slow = SlowCreates(fake, clock, create_s=5.0, timeout_s=3.0)
+    results = run(fake, tmp_path, clips, clock=clock, enroll={"request_timeout_s": 3, "reconcile_delay_s": 1})
+    slow.finish_due(float("inf"))  # whatever the service was still doing when the run ended
+    assert [(r.status, r.action) for r in results] == [("ok", "reconciled")] * 5, [r.line() for r in results]
+    assert len(fake.calls("create_voice")) == 5 and len(fake.voices) == 5
+    with Ledger(tmp_path / "ledger.sqlite") as ledger:
+        assert {r.voice_id for r in ledger.rows()} == set(fake.voices)
+    assert len({r.voice_id for r in results}) == 5
+
+
+def test_an_unanswered_create_is_polled_for_until_the_bound_then_created_again(
+    fake: FakeService, tmp_path: Path, files: list[Path]
+) -> None:
+    fake.script["create_voice"] = [httpx.ReadTimeout("never reached the service")]
+    clock = FakeClock()
+    (r,) = run(fake, tmp_path, files[:1], clock=clock,
+               enroll={"reconcile_delay_s": 2, "reconcile_timeout_s": 30, "poll_interval_s": 1})
+    assert (r.status, r.action) == ("ok", "created") and len(fake.voices) == 1
+    assert len(fake.calls("create_voice")) == 2
+    polls = len(fake.calls("list_voice")) - 1  # the first one counted the quota
+    # reconcile_delay_s first, then intervals growing by half, the last one cut at the bound
+    assert clock.sleeps[:polls] == [2.0, 3.0, 4.5, 6.75, 10.125, 3.625]
 
 
 def test_transient_500_request_asr_failed_then_success(fake: FakeService, tmp_path: Path, files: list[Path]) -> None:

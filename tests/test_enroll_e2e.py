@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import soundfile as sf
 from conftest import FIXTURES
@@ -143,25 +144,80 @@ def test_public_base_url(emulator: Any, tmp_path: Path, file_server: Any) -> Non
         assert c.query_voice(str(r.voice_id))["resource_link"] == file_server.url(SPEECH)
 
 
-def test_create_timeout_is_reconciled_not_duplicated(emulator: Any, tmp_path: Path) -> None:
-    # The emulator answers create_voice only after 1.5 s; the client gives up after 0.5 s, waits for the
-    # service to finish, and finds the voice through list_voice + query_voice instead of creating again.
-    emulator.configure(faults={"actions": {"create_voice": {"latency_s": 1.5}}})
-    e = enroller_for(emulator, tmp_path, {"request_timeout_s": 0.5, "reconcile_delay_s": 4.0})
+class FakeClock:
+    """Time that passes only when slept through (or when a request times out)."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def sleep(self, s: float) -> None:
+        self.now += s
+
+
+class SlowCreates(httpx.BaseTransport):
+    """Forwards every request to the emulator, except that create_voice takes ``create_s`` on the fake
+    clock: the client's read timeout (its own setting) passes first and it gets a ReadTimeout, and the
+    emulator carries the create out once the clock has passed its end. No wall-clock race: the order of
+    events depends on the fake clock alone."""
+
+    def __init__(self, clock: FakeClock, create_s: float) -> None:
+        self.inner = httpx.HTTPTransport()
+        self.clock, self.create_s = clock, create_s
+        self.running: list[tuple[float, httpx.Request]] = []
+        self.creates = 0
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        self.finish_due(self.clock())
+        if request.url.path.endswith("/customization") and b'"create_voice"' in request.content:
+            self.creates += 1
+            self.running.append((self.clock() + self.create_s, request))
+            self.clock.now += float(request.extensions["timeout"]["read"])
+            raise httpx.ReadTimeout("timed out", request=request)
+        return self.inner.handle_request(request)
+
+    def finish_due(self, until: float) -> None:
+        for item in [r for r in self.running if r[0] <= until]:
+            self.running.remove(item)
+            answer = self.inner.handle_request(item[1])
+            answer.read()
+            answer.close()
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+def test_a_create_slower_than_the_request_timeout_makes_one_voice_per_clip(emulator: Any, tmp_path: Path) -> None:
+    # issue 16: request_timeout_s 3 and reconcile_delay_s 1 against a service that takes 5 s to create,
+    # 5 clips: each create times out, the voice is found by polling the list, none is created twice
+    emulator.configure(deploy_delay_s=0.0)
+    clock = FakeClock()
+    slow = SlowCreates(clock, create_s=5.0)
+    files = [variant(tmp_path, g) for g in (0.95, 0.85, 0.75, 0.65, 0.55)]
+    e = enroller_for(emulator, tmp_path, {"request_timeout_s": 3, "reconcile_delay_s": 1}, transport=slow,
+                     sleep=clock.sleep, clock=clock)
     try:
-        (r,) = e.enroll_files([variant(tmp_path, 0.6)])
+        results = e.enroll_files(files)
     finally:
         enroll_mod.close_enroller(e)
-    emulator.configure(faults={})
-    assert (r.status, r.action, r.voice_status) == ("ok", "reconciled", "OK")
+    slow.finish_due(float("inf"))  # whatever the service was still doing when the run ended
+    assert [(r.status, r.action, r.voice_status) for r in results] == [("ok", "reconciled", "OK")] * 5, [
+        r.line() for r in results]
+    assert slow.creates == 5
     with client_for(emulator) as c:
-        assert c.count_voices("e2e") == 1
+        voices = {v["voice_id"] for v in c.iter_voices("e2e")}
+    with Ledger(tmp_path / "ledger.sqlite") as lg:
+        assert {r.voice_id for r in lg.rows()} == voices == {r.voice_id for r in results}
+    assert len(voices) == 5
 
 
 def test_dropped_connections_on_create_never_duplicate(emulator: Any, tmp_path: Path) -> None:
     emulator.configure(faults={"seed": 3, "actions": {"create_voice": {"drop_rate": 0.5}}})
     files = [variant(tmp_path, g) for g in (0.95, 0.85, 0.75, 0.65)]
-    e = enroller_for(emulator, tmp_path, {"reconcile_delay_s": 0.0, "create_attempts": 6})
+    # the emulator drops the connection before creating: after one look at the list, create again
+    e = enroller_for(emulator, tmp_path, {"reconcile_delay_s": 0.0, "reconcile_timeout_s": 0.0, "create_attempts": 6})
     try:
         results = e.enroll_files(files)
     finally:

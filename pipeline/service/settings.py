@@ -348,6 +348,7 @@ class EnrollSettings:
     request_timeout_s: float = 60.0
     create_attempts: int = 3
     reconcile_delay_s: float = 15.0
+    reconcile_timeout_s: float = 120.0
     quota: int = VOICE_QUOTA
     language_hints: tuple[str, ...] | None = None
 
@@ -364,8 +365,9 @@ class EnrollSettings:
         for name in ("ready_timeout_s", "poll_interval_s", "rate_limit_per_s", "request_timeout_s"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"enroll.{name} must be positive")
-        if self.reconcile_delay_s < 0:
-            raise ConfigError("enroll.reconcile_delay_s must be >= 0")
+        for name in ("reconcile_delay_s", "reconcile_timeout_s"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"enroll.{name} must be >= 0")
         if self.max_retries < 0 or self.create_attempts < 1 or self.quota < 1:
             raise ConfigError("enroll.max_retries must be >= 0, create_attempts and quota >= 1")
 
@@ -382,7 +384,8 @@ class EnrollSettings:
         for name in ("prefix", "public_base_url", "ledger"):
             if name in data:
                 kw[name] = _typed(data[name], str, f"enroll.{name}", allow_none=True)
-        for name in ("ready_timeout_s", "poll_interval_s", "rate_limit_per_s", "request_timeout_s", "reconcile_delay_s"):
+        for name in ("ready_timeout_s", "poll_interval_s", "rate_limit_per_s", "request_timeout_s", "reconcile_delay_s",
+                     "reconcile_timeout_s"):
             if name in data:
                 kw[name] = _typed(data[name], float, f"enroll.{name}")
         for name in ("max_retries", "create_attempts", "quota"):
