@@ -87,8 +87,12 @@ def _printable(text: str) -> str:
     return _CONTROL.sub(lambda m: f"\\x{ord(m.group(0)):02x}", text)
 
 
+# httpx logs the server's reason phrase, httpcore's debug trace the raw response headers
+HTTP_LOGGERS = ("httpx", "httpcore.connection", "httpcore.http11", "httpcore.http2", "httpcore.proxy", "httpcore.socks")
+
+
 class _ScrubKey(logging.Filter):
-    """Takes the key out of httpx's log lines (they carry the server's reason phrase)."""
+    """Takes the key out of the HTTP libraries' log lines."""
 
     def __init__(self, key: ApiKey) -> None:
         super().__init__()
@@ -144,7 +148,8 @@ class EnrollmentClient:
         self.last_request_id: str | None = None
         self.user_agent = f"voiceprep/{__version__} httpx/{httpx.__version__}"
         self._log_filter = _ScrubKey(settings.api_key)
-        logging.getLogger("httpx").addFilter(self._log_filter)
+        for name in HTTP_LOGGERS:
+            logging.getLogger(name).addFilter(self._log_filter)
 
     def __repr__(self) -> str:
         ws = f", workspace={self.settings.workspace!r}" if self.settings.workspace else ""
@@ -152,7 +157,8 @@ class EnrollmentClient:
 
     def close(self) -> None:
         self._http.close()
-        logging.getLogger("httpx").removeFilter(self._log_filter)
+        for name in HTTP_LOGGERS:
+            logging.getLogger(name).removeFilter(self._log_filter)
 
     def __enter__(self) -> EnrollmentClient:
         return self
