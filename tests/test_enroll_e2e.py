@@ -305,6 +305,150 @@ def test_cli_enroll_as_is_and_update(service_env: Any, tmp_path: Path, capsys: p
     assert json.loads(capsys.readouterr().out)["status"] == "OK"
 
 
+def config_with(tmp_path: Path, **enroll: Any) -> Path:
+    """The bundled pipeline.yaml with these `enroll:` values."""
+    import yaml
+
+    from pipeline.config import default_config_path
+
+    data = yaml.safe_load(default_config_path().read_text(encoding="utf-8"))
+    data["enroll"] = {**(data.get("enroll") or {}), **enroll}
+    path = tmp_path / "pipeline.yaml"
+    path.write_text(yaml.safe_dump(data), encoding="utf-8")
+    return path
+
+
+def test_cli_no_wait_returns_as_soon_as_the_voice_is_created(
+    service_env: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    service_env.configure(deploy_delay_s=3600.0)  # the review never ends while the test runs
+    cfg = config_with(tmp_path, ready_timeout_s=0.001, poll_interval_s=0.001)  # waiting would fail at once
+    a = variant(tmp_path, 0.9, "a.wav")
+    args = ["enroll", str(a), "--as-is", "--prefix", "nowait", "--target-model", MODEL, "--out", str(tmp_path / "o"),
+            "--config", str(cfg), "--json"]
+    assert main([*args, "--no-wait"]) == 0
+    (line,) = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
+    assert (line["status"], line["voice_status"], line["enrollment"]["action"]) == ("ok", "DEPLOYING", "created")
+    assert main(args) == 1  # waiting is the default: here it gives up at once
+    (line,) = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
+    assert line["code"] == "VoiceNotReady"
+
+
+def test_cli_enroll_a_non_utf8_file_name(service_env: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import os
+
+    src = tmp_path / "in"
+    src.mkdir()
+    name = os.fsdecode(b"caf\xe9 take.wav")  # Latin-1 bytes: not UTF-8
+    shutil.copy(FIXTURES / SPEECH, src / name)
+    out = tmp_path / "out"
+    cfg = config_with(tmp_path, poll_interval_s=0.05)
+    assert main(["enroll", str(src), "--as-is", "--prefix", "names", "--target-model", MODEL, "--out", str(out),
+                 "--config", str(cfg)]) == 0
+    text = capsys.readouterr().out
+    shown = str(src / "caf\\xe9 take.wav")
+    assert f"{shown}: {MODEL}-names-" in text and "1 ok, 0 refused" in text
+    (row,) = [json.loads(x) for x in (out / "enroll-report.jsonl").read_text(encoding="utf-8").splitlines()]
+    assert row["input"] == row["output"] == shown and row["enrollment"]["input"] == shown
+    with Ledger(out / "voiceprep-ledger.sqlite") as lg:
+        (lrow,) = lg.rows()
+    assert lrow.source == shown and lrow.status == "OK"
+
+
+def test_cli_against_a_server_echoing_the_key_keeps_it_out_of_every_output(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import logging
+
+    from fake_dashscope import KEY, EchoingService
+
+    caplog.set_level(logging.DEBUG)
+    with EchoServer(EchoingService()) as server:
+        for k in ("DASHSCOPE_WORKSPACE", "DASHSCOPE_API_REGION", "DASHSCOPE_REGION", "DASHSCOPE_BASE_URL",
+                  "DASHSCOPE_HTTP_BASE_URL", "DASHSCOPE_TIMEOUT", "DASHSCOPE_MAX_RETRIES"):
+            monkeypatch.delenv(k, raising=False)
+        monkeypatch.setenv("DASHSCOPE_API_KEY", KEY)
+        monkeypatch.setenv("DASHSCOPE_BASE_URL", server.base_url)
+        out = tmp_path / "out"
+        cfg = config_with(tmp_path, upload="public", public_base_url="https://files.test/", poll_interval_s=0.01)
+        a = variant(tmp_path, 0.9, "a.wav")
+        assert main(["enroll", str(a), "--as-is", "--prefix", "echo", "--target-model", MODEL, "--out", str(out),
+                     "--config", str(cfg)]) == 0
+        (row,) = [json.loads(x) for x in (out / "enroll-report.jsonl").read_text().splitlines()]
+        vid = row["voice_id"]
+        assert main(["voices", "list", "--json", "--config", str(cfg)]) == 0
+        assert main(["voices", "show", vid, "--config", str(cfg)]) == 0
+        assert main(["voices", "delete", vid, "--ledger", str(out / "voiceprep-ledger.sqlite")]) == 0
+        assert main(["voices", "show", vid]) == 1
+        captured = capsys.readouterr()
+    assert "Bearer ***" in row["enrollment"]["request_ids"]  # the echo was there, scrubbed
+    assert "request Bearer ***" in captured.err and len(captured.err.strip().splitlines()) == 1
+    stored = b"".join(f.read_bytes() for f in out.iterdir() if f.is_file())
+    texts = [captured.out, captured.err, *(r.getMessage() for r in caplog.records)]
+    assert b"SECRET" not in stored and not [t for t in texts if "SECRET" in t]
+
+
+def test_cli_refuses_a_key_holding_a_line_break_without_printing_it(
+    service_env: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import logging
+
+    caplog.set_level(logging.DEBUG)
+    monkeypatch.setenv("DASHSCOPE_API_KEY", "sk-SECRET\nPART2")
+    out = tmp_path / "out"
+    a = variant(tmp_path, 0.9, "a.wav")
+    assert main(["voices", "list"]) == 2
+    assert main(["enroll", str(a), "--as-is", "--prefix", "nl", "--target-model", MODEL, "--out", str(out)]) == 2
+    captured = capsys.readouterr()
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 2 and all("DASHSCOPE_API_KEY holds a line break" in x for x in lines)
+    stored = b"".join(f.read_bytes() for f in out.rglob("*") if f.is_file()) if out.exists() else b""
+    texts = [captured.out, captured.err, *(r.getMessage() for r in caplog.records)]
+    assert not [t for t in texts if "SECRET" in t or "PART2" in t] and b"SECRET" not in stored
+
+
+class EchoServer:
+    """A loopback HTTP server (127.0.0.1, a free port) in front of a FakeService: real sockets, real
+    headers, the fake's answers (an EchoingService echoes the key back in them)."""
+
+    def __init__(self, fake: Any) -> None:
+        import http.server
+        import threading
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - the base signature
+                return None
+
+            def _serve(self) -> None:
+                body = self.rfile.read(int(self.headers.get("content-length") or 0))
+                request = httpx.Request(self.command, f"http://127.0.0.1{self.path}", headers=dict(self.headers.items()),
+                                        content=body)
+                answer = fake.handle(request)
+                self.send_response(answer.status_code, answer.reason_phrase)
+                for k, v in answer.headers.items():
+                    if k.lower() not in ("content-length", "transfer-encoding", "connection", "date", "server"):
+                        self.send_header(k, v)
+                self.send_header("content-length", str(len(answer.content)))
+                self.end_headers()
+                self.wfile.write(answer.content)
+
+            do_GET = do_POST = _serve  # http.server's method names
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.base_url = f"http://127.0.0.1:{self.server.server_address[1]}/api/v1"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def __enter__(self) -> EchoServer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
 def test_cli_usage_errors(service_env: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str],
                           monkeypatch: pytest.MonkeyPatch) -> None:
     wav = FIXTURES / SPEECH

@@ -137,20 +137,29 @@ def _client(settings: Any) -> Any:
     return enroll_mod.make_client(settings)
 
 
+def _say(text: str) -> None:
+    """Print a line; the bytes of a non-UTF-8 file name are shown as ``\\xNN``, never a UnicodeEncodeError."""
+    from .ledger import display_path
+
+    sys.stdout.write(display_path(text) + "\n")
+
+
 def _print_json(obj: Any) -> None:
-    sys.stdout.write(json.dumps(obj, ensure_ascii=False) + "\n")
+    _say(json.dumps(obj, ensure_ascii=False))
 
 
 # --- enroll --------------------------------------------------------------------------------------
 
 
 def cmd_enroll(args: argparse.Namespace) -> int:
+    import dataclasses
+
     from pipeline.errors import ConfigError
     from pipeline.pipeline import Pipeline
     from pipeline.report import FileResult, summary, write_line
 
     from . import enroll as enroll_mod
-    from .ledger import LEDGER_NAME
+    from .ledger import LEDGER_NAME, display_path
 
     loaded = _settings(args.config)
     if loaded is None:
@@ -161,7 +170,7 @@ def cmd_enroll(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     missing = [p for p in args.paths if not Path(p).exists()]
     if missing:
-        _err(f"error: no such file or folder: {missing[0]}")
+        _err(f"error: no such file or folder: {display_path(missing[0])}")
         return EXIT_USAGE
     out = Path(args.out)
     ledger_path = Path(args.ledger) if args.ledger else (
@@ -192,10 +201,14 @@ def cmd_enroll(args: argparse.Namespace) -> int:
             submitted.append((res, er))
         finished: list[FileResult] = []
         report_path.parent.mkdir(parents=True, exist_ok=True)
-        with open(report_path, "a", encoding="utf-8") as fh:
+        # the real paths were for reading; the report and the lines show non-UTF-8 names as \xNN
+        with open(report_path, "a", encoding="utf-8", errors="backslashreplace") as fh:
             for res, er in submitted:
+                res = dataclasses.replace(res, input=display_path(res.input),
+                                          output=display_path(res.output) if res.output else res.output)
                 if er is not None:
-                    er = enroller.finish(er)
+                    if enroller.wait:  # --no-wait: done as soon as the voice is created
+                        er = enroller.finish(er)
                     er.input = res.input
                     res = _merge(res, er)
                 write_line(fh, res)
@@ -203,7 +216,7 @@ def cmd_enroll(args: argparse.Namespace) -> int:
                 if args.json:
                     _print_json(res.as_dict())
                 elif not args.quiet:
-                    sys.stdout.write(_line(res) + "\n")
+                    _say(_line(res))
                 sys.stdout.flush()
     except ConfigError as exc:
         _err(f"config error: {exc}")
@@ -211,7 +224,7 @@ def cmd_enroll(args: argparse.Namespace) -> int:
     finally:
         enroll_mod.close_enroller(enroller)
     if not args.json:
-        sys.stdout.write(summary(finished) + f"; report: {report_path}\n")
+        _say(summary(finished) + f"; report: {report_path}")
     return EXIT_OK if all(r.ok for r in finished) else EXIT_FAILED
 
 
@@ -302,9 +315,9 @@ def cmd_voices_list(args: argparse.Namespace) -> int:
             if args.json:
                 _print_json(v)
             else:
-                sys.stdout.write(f"{v.get('voice_id')}  {v.get('status')}  {v.get('gmt_create')}\n")
+                _say(f"{v.get('voice_id')}  {v.get('status')}  {v.get('gmt_create')}")
         if not args.json:
-            sys.stdout.write(f"{len(voices)} voice(s)\n")
+            _say(f"{len(voices)} voice(s)")
         return EXIT_OK
 
     return _voices(args, body)
@@ -317,7 +330,7 @@ def cmd_voices_show(args: argparse.Namespace) -> int:
             _print_json(info)
         else:
             for k, v in info.items():
-                sys.stdout.write(f"{k}: {v}\n")
+                _say(f"{k}: {v}")
         return EXIT_OK
 
     return _voices(args, body)
@@ -352,7 +365,7 @@ def cmd_voices_update(args: argparse.Namespace) -> int:
         if args.json:
             _print_json(info)
         else:
-            sys.stdout.write(f"{args.voice_id}: updated, {info.get('status')}\n")
+            _say(f"{args.voice_id}: updated, {info.get('status')}")
         return EXIT_FAILED if info.get("status") == "UNDEPLOYED" else EXIT_OK
 
     return _voices(args, body)
@@ -379,7 +392,7 @@ def cmd_voices_delete(args: argparse.Namespace) -> int:
                     if ledger is not None:
                         ledger.set_status(vid, DELETED, client.last_request_id)
                     if not args.json:
-                        sys.stdout.write(f"{vid}: deleted\n")
+                        _say(f"{vid}: deleted")
                 if args.json:
                     _print_json(out)
         finally:

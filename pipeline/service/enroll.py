@@ -18,7 +18,7 @@ import httpx
 from . import errors as E
 from .client import DEPLOYING, READY, REFUSED, EnrollmentClient
 from .errors import ServiceError
-from .ledger import DELETED, FAILED, LEDGER_NAME, PENDING, Ledger, LedgerRow
+from .ledger import DELETED, FAILED, LEDGER_NAME, PENDING, Ledger, LedgerRow, display_path
 from .settings import EnrollSettings, ServiceSettings, check_prefix, check_target_model
 from .upload import Uploader, make_uploader
 
@@ -172,7 +172,7 @@ class Enroller:
         try:
             data = p.read_bytes()
         except OSError as exc:
-            r = EnrollResult(str(p), "rejected", "", self.target_model, self.prefix)
+            r = EnrollResult(display_path(p), "rejected", "", self.target_model, self.prefix)
             return r.fail(ServiceError("Audio.DecoderError", f"cannot read the file: {exc.strerror}",
                                        hint="check the path and its permissions", retryable=False))
         return self.submit(data, source=str(p), filename=p.name)
@@ -180,9 +180,10 @@ class Enroller:
     # --- one clip ---
 
     def submit(self, data: bytes, *, source: str, filename: str) -> EnrollResult:
-        """Make sure a voice exists (or is being made) for these bytes; never raises a ServiceError."""
+        """Make sure a voice exists (or is being made) for these bytes; never raises a ServiceError.
+        ``source`` is shown and stored with the bytes of a non-UTF-8 name as ``\\xNN``."""
         sha = audio_sha256(data)
-        result = EnrollResult(source, "ok", sha, self.target_model, self.prefix)
+        result = EnrollResult(display_path(source), "ok", sha, self.target_model, self.prefix)
         with self._lock:
             try:
                 return self._submit(data, sha, filename, result)
