@@ -341,6 +341,27 @@ def test_enroll_settings_are_strict() -> None:
             EnrollSettings.from_mapping(data)
 
 
+@pytest.mark.parametrize(("key", "value"), [
+    ("request_timeout_s", float("nan")), ("request_timeout_s", float("inf")), ("reconcile_delay_s", float("-inf")),
+    ("ready_timeout_s", 10**5000), ("quota", 10**5000), ("max_retries", 10**12), ("poll_interval_s", 1e300),
+    ("reconcile_timeout_s", -1.0),
+], ids=lambda v: v if isinstance(v, str) else type(v).__name__)
+def test_enroll_numbers_that_are_not_finite_or_absurd_are_config_errors(key: str, value: Any) -> None:
+    with pytest.raises(ConfigError, match=rf"enroll\.{key}") as info:
+        EnrollSettings.from_mapping({key: value})
+    assert len(str(info.value)) < 200
+
+
+def test_enroll_numbers_in_a_pipeline_yaml_are_config_errors(tmp_path: Path) -> None:
+    from pipeline.config import load
+
+    for text in ("request_timeout_s: .nan", "ready_timeout_s: .inf", "rate_limit_per_s: 1e999"):
+        cfg = tmp_path / "p.yaml"
+        cfg.write_text("enroll:\n  " + text + "\n")
+        with pytest.raises(ConfigError, match=r"enroll\."):
+            EnrollSettings.from_mapping(load(cfg).enroll)
+
+
 def test_bundled_pipeline_yaml_enroll_section_is_valid() -> None:
     from pipeline.config import load
 

@@ -275,17 +275,33 @@ def _check_keys(data: Mapping[str, Any], valid: tuple[str, ...], where: str) -> 
         raise ConfigError(f"{where} has no key {unknown[0]!r}; valid keys: {', '.join(valid)}")
 
 
+MAX_SETTING = 1e9  # no `enroll:` number means anything beyond this (seconds, counts, requests per second)
+
+
+def _show(value: Any) -> str:
+    """A config value for an error message, short (a 5000-digit number cannot even be printed)."""
+    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 64:
+        return f"a number of about {int(value.bit_length() * 0.30103) + 1} digits"
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
 def _typed(value: Any, tp: type, where: str, *, allow_none: bool = False) -> Any:
+    """``value`` checked against ``tp``; numbers must be finite and at most ``MAX_SETTING`` in size."""
     if value is None and allow_none:
         return None
-    if tp is float and isinstance(value, (int, float)) and not isinstance(value, bool):
-        return float(value)
-    if tp is int and isinstance(value, int) and not isinstance(value, bool):
-        return value
+    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if number and tp in (float, int):
+        if (isinstance(value, float) and not math.isfinite(value)) or abs(value) > MAX_SETTING:
+            raise ConfigError(f"{where}: expected a finite number up to {MAX_SETTING:.0e}, got {_show(value)}")
+        if tp is float:
+            return float(value)
+        if isinstance(value, int):
+            return value
     if tp in (str, bool) and isinstance(value, tp):
         return value
     names = {float: "a number", int: "an integer", str: "a string", bool: "true or false"}
-    raise ConfigError(f"{where}: expected {names[tp]}{' or null' if allow_none else ''}, got {value!r}")
+    raise ConfigError(f"{where}: expected {names[tp]}{' or null' if allow_none else ''}, got {_show(value)}")
 
 
 @dataclass(frozen=True)
