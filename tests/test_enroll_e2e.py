@@ -214,10 +214,12 @@ def test_a_create_slower_than_the_request_timeout_makes_one_voice_per_clip(emula
 
 
 def test_dropped_connections_on_create_never_duplicate(emulator: Any, tmp_path: Path) -> None:
-    emulator.configure(faults={"seed": 3, "actions": {"create_voice": {"drop_rate": 0.5}}})
+    # the emulator drops the connection before creating: the list is polled until reconcile_timeout_s
+    # passes on the fake clock, then the clip is created again
+    emulator.configure(faults={"seed": 3, "actions": {"create_voice": {"drop_rate": 0.5}}}, deploy_delay_s=0.0)
     files = [variant(tmp_path, g) for g in (0.95, 0.85, 0.75, 0.65)]
-    # the emulator drops the connection before creating: after one look at the list, create again
-    e = enroller_for(emulator, tmp_path, {"reconcile_delay_s": 0.0, "reconcile_timeout_s": 0.0, "create_attempts": 6})
+    clock = FakeClock()
+    e = enroller_for(emulator, tmp_path, {"create_attempts": 6}, sleep=clock.sleep, clock=clock)
     try:
         results = e.enroll_files(files)
     finally:
@@ -258,7 +260,8 @@ def test_cli_enroll_end_to_end(service_env: Any, tmp_path: Path, capsys: pytest.
     shutil.copy(FIXTURES / SPEECH, src / "reader.wav")
     shutil.copy(FIXTURES / "speech_arctic_slt_16k.wav", src / "short.wav")
     out = tmp_path / "out"
-    args = ["enroll", str(src), "--prefix", "cli", "--target-model", MODEL, "--out", str(out), "--jobs", "1"]
+    args = ["enroll", str(src), "--prefix", "cli", "--target-model", MODEL, "--out", str(out), "--jobs", "1",
+            "--config", str(config_with(tmp_path, poll_interval_s=0.05))]
     assert main(args) == 1  # the 3 s clip is refused by the pipeline
     text = capsys.readouterr().out
     lines = [json.loads(x) for x in (out / "enroll-report.jsonl").read_text().splitlines()]
@@ -296,12 +299,13 @@ def test_cli_enroll_end_to_end(service_env: Any, tmp_path: Path, capsys: pytest.
 def test_cli_enroll_as_is_and_update(service_env: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     a = variant(tmp_path, 0.9, "a.wav")
     out = tmp_path / "out"
+    cfg = str(config_with(tmp_path, poll_interval_s=0.05))
     assert main(["enroll", str(a), "--as-is", "--prefix", "asis", "--target-model", MODEL, "--out", str(out),
-                 "--json"]) == 0
+                 "--json", "--config", cfg]) == 0
     (line,) = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
     assert line["output"] == str(a) and line["voice_status"] == "OK"
     b = variant(tmp_path, 0.8, "b.wav")
-    assert main(["voices", "update", line["voice_id"], str(b), "--wait", "--json"]) == 0
+    assert main(["voices", "update", line["voice_id"], str(b), "--wait", "--json", "--config", cfg]) == 0
     assert json.loads(capsys.readouterr().out)["status"] == "OK"
 
 
