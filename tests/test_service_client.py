@@ -290,6 +290,25 @@ def test_non_json_error_body_gives_a_clear_error() -> None:
     assert "HTTP 502" in exc.message and "text/html" in exc.message and "Bad Gateway" in exc.message
 
 
+def test_an_answer_that_cannot_be_decoded_is_an_error_not_a_traceback() -> None:
+    class NotGzip(httpx.SyncByteStream):
+        def __iter__(self) -> Any:
+            yield b"not gzip at all"
+
+    def broken(request: httpx.Request) -> httpx.Response:  # says gzip, is not: httpx cannot decode it
+        return httpx.Response(200, headers={"content-encoding": "gzip"}, stream=NotGzip())
+
+    fake = FakeService(script={"list_voice": [broken] * 10, "create_voice": [broken]})
+    client, _ = make(fake, max_retries=1)
+    with pytest.raises(ServiceError) as info:
+        client.list_voices()
+    assert info.value.code == "Unknown" and "could not be decoded" in info.value.message
+    assert len(fake.calls("list_voice")) == 2  # retried as any transport failure
+    with pytest.raises(ServiceError) as info:
+        client.create_voice("cosyvoice-v2", "demo", "https://e/a.wav")
+    assert info.value.ambiguous and len(fake.calls("create_voice")) == 1
+
+
 def test_non_json_404_hints_at_the_base_url() -> None:
     fake = FakeService(script={"list_voice": [httpx.Response(404, text="Not Found")]})
     client, _ = make(fake)

@@ -339,7 +339,7 @@ class EnrollmentClient:
                     str(policy["upload_host"]), data=form,
                     files={"file": (filename, data, "application/octet-stream")}, headers=headers,
                 )
-            except httpx.TransportError as exc:
+            except httpx.RequestError as exc:  # transport errors, and an answer that cannot be decoded
                 err = self._transport_error(exc, "upload")
             else:
                 if resp.status_code in (200, 204):
@@ -385,7 +385,7 @@ class EnrollmentClient:
             self.limiter.acquire()
             try:
                 resp = self._http.send(req)
-            except httpx.TransportError as exc:
+            except httpx.RequestError as exc:
                 err = self._transport_error(exc, action)
             else:
                 try:
@@ -404,14 +404,16 @@ class EnrollmentClient:
                 raise err
             self._sleep(self.backoff.delay(attempt, err.retry_after_s, self._rng))
 
-    def _transport_error(self, exc: httpx.TransportError, action: str) -> ServiceError:
+    def _transport_error(self, exc: httpx.RequestError, action: str) -> ServiceError:
         # Connect errors and pool timeouts happen before the request leaves: nothing can have been done.
         sent = not isinstance(exc, (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout))
         host = exc.request.url.host if _has_request(exc) else "the service"
+        detail = _snippet(self._line(str(exc)), 120)
         if isinstance(exc, httpx.TimeoutException):
             code, what = E.TIMEOUT, f"no answer from {host} in time ({type(exc).__name__})"
+        elif isinstance(exc, httpx.DecodingError):
+            code, what = E.UNKNOWN, f"the answer from {host} could not be decoded ({detail})"
         else:
-            detail = _snippet(self._redact(str(exc)), 120)
             code, what = E.CONNECTION, f"connection to {host} failed ({type(exc).__name__}: {detail})"
         return ServiceError(code, self._redact(what), action=action, ambiguous=sent, retryable=True)
 
@@ -501,7 +503,7 @@ class EnrollmentClient:
         return value
 
 
-def _has_request(exc: httpx.TransportError) -> bool:
+def _has_request(exc: httpx.RequestError) -> bool:
     try:
         exc.request  # noqa: B018 - raises RuntimeError when the exception carries no request
     except RuntimeError:
