@@ -419,3 +419,24 @@ def test_voices_help_shows_the_voices_exit_codes_and_documents_every_argument(ca
             assert len(line.split()) > 1, f"{argv}: undocumented argument {line.strip()!r}"
     assert main(["enroll", "--help"]) == 0
     assert "exit codes: 0 every file has a voice" in capsys.readouterr().out
+
+
+def test_synth_help_documents_every_argument_and_a_malformed_key_is_refused(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from pipeline.cli import main
+
+    assert main(["synth", "--help"]) == 0
+    out = capsys.readouterr().out
+    listed = out.splitlines()
+    listed = listed[listed.index("positional arguments:"):]
+    for arg, words in [("TEXT", "the text to speak"), ("-o OUT.wav, --out OUT.wav", "the WAV file to write"),
+                       ("--sample-rate HZ", "sample rate"), ("--timeout S", "give up after")]:
+        i = next(i for i, line in enumerate(listed) if line.strip().startswith(arg))
+        assert words in " ".join(listed[i : i + 2]), arg
+    assert "exit codes: 0 the WAV was written" in out and "DASHSCOPE_WEBSOCKET_BASE_URL" in out
+    monkeypatch.setenv("DASHSCOPE_API_KEY", "sk-SECRET\nPART2")
+    assert main(["synth", "--voice", "cosyvoice-v2-x-" + "0" * 32, "hi", "-o", str(tmp_path / "x.wav")]) == 2
+    captured = capsys.readouterr()
+    assert "DASHSCOPE_API_KEY holds a line break" in captured.err and len(captured.err.strip().splitlines()) == 1
+    assert "SECRET" not in captured.err + captured.out and not (tmp_path / "x.wav").exists()
