@@ -146,3 +146,46 @@ class FakeService:
         key = body.split(b'name="key"\r\n\r\n', 1)[1].split(b"\r\n", 1)[0].decode()
         self.uploads[key] = body
         return httpx.Response(200)
+
+
+@dataclass
+class EchoingService(FakeService):
+    """A FakeService behind a careless proxy that echoes the ``Authorization`` header into ``x-request-id``,
+    the reason phrase, the body's ``request_id`` and messages, and the key itself into URLs (raw and
+    percent-encoded) inside every answer. ``key`` is the accepted key."""
+
+    key: str = KEY
+
+    def _auth(self, request: httpx.Request) -> httpx.Response | None:
+        if request.headers.get("authorization") != f"Bearer {self.key}":
+            return error(401, "InvalidApiKey", "Invalid API-key provided.")
+        return None
+
+    def handle(self, request: httpx.Request) -> httpx.Response:
+        resp = super().handle(request)
+        auth = request.headers.get("authorization", "")
+        from urllib.parse import quote, quote_plus
+
+        links = [f"https://proxy.test/cb?token={self.key}", f"https://proxy.test/cb?token={quote(self.key, safe='')}",
+                 f"https://proxy.test/cb?k={quote_plus(self.key)}"]
+        headers = {k: v for k, v in resp.headers.items() if k not in ("content-length", "content-type")}
+        headers.update({"x-request-id": auth, "x-oss-request-id": auth, "x-echo": links[1]})
+        reason = f"{resp.reason_phrase} seen {auth}".encode()
+        try:
+            body = json.loads(resp.content) if resp.content else None
+        except ValueError:
+            body = None
+        if not isinstance(body, dict):
+            text = f"<Error><Code>AccessDenied</Code><Message>{auth}</Message><RequestId>{auth}</RequestId></Error>"
+            if resp.status_code < 300:
+                return httpx.Response(resp.status_code, headers=headers, extensions={"reason_phrase": reason})
+            return httpx.Response(resp.status_code, text=text, headers=headers, extensions={"reason_phrase": reason})
+        body["request_id"] = auth
+        if "message" in body:
+            body["message"] = f"{body['message']} (request had {auth}; see {links[0]})"
+        for part in ("output", "data"):
+            if isinstance(body.get(part), dict):
+                body[part]["proxy_links"] = links
+                for v in body[part].get("voice_list", []):
+                    v["note"] = f"listed for {auth}"
+        return httpx.Response(resp.status_code, json=body, headers=headers, extensions={"reason_phrase": reason})

@@ -39,15 +39,32 @@ def files(tmp_path: Path) -> list[Path]:
     return out
 
 
+class FakeClock:
+    """Time that passes only when slept through."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+        self.sleeps: list[float] = []
+
+    def __call__(self) -> float:
+        return self.now
+
+    def sleep(self, s: float) -> None:
+        self.sleeps.append(s)
+        self.now += s
+
+
 def enroller(fake: FakeService, tmp_path: Path, **kw: Any) -> Enroller:
     settings = EnrollSettings.from_mapping({"target_model": MODEL, "poll_interval_s": 1.0, **kw.pop("enroll", {})})
+    clock = kw.pop("clock", None) or FakeClock()
     return make_enroller(
         settings,
         prefix=kw.pop("prefix", "alice"),
         ledger=tmp_path / "ledger.sqlite",
         service=ServiceSettings(ApiKey(KEY), BASE),
         transport=fake.transport(),
-        sleep=lambda s: None,
+        sleep=clock.sleep,
+        clock=clock,
         **kw,
     )
 
@@ -116,6 +133,70 @@ def test_timeout_on_create_before_the_service_acted_creates_once(
     actions = [r.content for r in fake.requests if r.url.path.endswith("/customization")]
     first_create = next(i for i, c in enumerate(actions) if b"create_voice" in c)
     assert b"list_voice" in actions[first_create + 1]
+
+
+class SlowCreates:
+    """A service that takes ``create_s`` (on the fake clock) to carry out a create_voice, behind a client
+    whose request times out after ``timeout_s``: the client sees a ReadTimeout, and the voice appears in
+    the service's answers only once the clock has passed the create's end."""
+
+    def __init__(self, fake: FakeService, clock: FakeClock, create_s: float, timeout_s: float) -> None:
+        self.fake, self.clock, self.create_s, self.timeout_s = fake, clock, create_s, timeout_s
+        self.running: list[tuple[float, httpx.Request]] = []
+        fake.script["create_voice"] = [self.create] * 100
+        for action in ("list_voice", "query_voice"):
+            real = getattr(fake, f"_{action}")
+            setattr(fake, f"_{action}", self.after_due(real))
+
+    def create(self, request: httpx.Request) -> httpx.Response:
+        self.running.append((self.clock() + self.create_s, request))
+        self.clock.now += self.timeout_s
+        raise httpx.ReadTimeout("timed out", request=request)
+
+    def finish_due(self, until: float) -> None:
+        for item in [r for r in self.running if r[0] <= until]:
+            self.running.remove(item)
+            self.fake._create_voice(item[1])
+
+    def after_due(self, real: Any) -> Any:
+        def serve(request: httpx.Request) -> httpx.Response:
+            self.finish_due(self.clock())
+            return real(request)
+        return serve
+
+
+def test_a_create_slower_than_the_request_timeout_makes_one_voice_per_clip(
+    fake: FakeService, tmp_path: Path
+) -> None:
+    # issue 16: request_timeout_s 3, reconcile_delay_s 1, a service that takes 5 s per create; 5 clips
+    clips = []
+    for i in range(5):
+        p = tmp_path / f"clip{i}.wav"
+        p.write_bytes(b"RIFF" + bytes([i + 10]) * 64 + b"WAVE")
+        clips.append(p)
+    clock = FakeClock()
+    slow = SlowCreates(fake, clock, create_s=5.0, timeout_s=3.0)
+    results = run(fake, tmp_path, clips, clock=clock, enroll={"request_timeout_s": 3, "reconcile_delay_s": 1})
+    slow.finish_due(float("inf"))  # whatever the service was still doing when the run ended
+    assert [(r.status, r.action) for r in results] == [("ok", "reconciled")] * 5, [r.line() for r in results]
+    assert len(fake.calls("create_voice")) == 5 and len(fake.voices) == 5
+    with Ledger(tmp_path / "ledger.sqlite") as ledger:
+        assert {r.voice_id for r in ledger.rows()} == set(fake.voices)
+    assert len({r.voice_id for r in results}) == 5
+
+
+def test_an_unanswered_create_is_polled_for_until_the_bound_then_created_again(
+    fake: FakeService, tmp_path: Path, files: list[Path]
+) -> None:
+    fake.script["create_voice"] = [httpx.ReadTimeout("never reached the service")]
+    clock = FakeClock()
+    (r,) = run(fake, tmp_path, files[:1], clock=clock,
+               enroll={"reconcile_delay_s": 2, "reconcile_timeout_s": 30, "poll_interval_s": 1})
+    assert (r.status, r.action) == ("ok", "created") and len(fake.voices) == 1
+    assert len(fake.calls("create_voice")) == 2
+    polls = len(fake.calls("list_voice")) - 1  # the first one counted the quota
+    # reconcile_delay_s first, then intervals growing by half, the last one cut at the bound
+    assert clock.sleeps[:polls] == [2.0, 3.0, 4.5, 6.75, 10.125, 3.625]
 
 
 def test_transient_500_request_asr_failed_then_success(fake: FakeService, tmp_path: Path, files: list[Path]) -> None:
@@ -260,6 +341,27 @@ def test_enroll_settings_are_strict() -> None:
             EnrollSettings.from_mapping(data)
 
 
+@pytest.mark.parametrize(("key", "value"), [
+    ("request_timeout_s", float("nan")), ("request_timeout_s", float("inf")), ("reconcile_delay_s", float("-inf")),
+    ("ready_timeout_s", 10**5000), ("quota", 10**5000), ("max_retries", 10**12), ("poll_interval_s", 1e300),
+    ("reconcile_timeout_s", -1.0),
+], ids=lambda v: v if isinstance(v, str) else type(v).__name__)
+def test_enroll_numbers_that_are_not_finite_or_absurd_are_config_errors(key: str, value: Any) -> None:
+    with pytest.raises(ConfigError, match=rf"enroll\.{key}") as info:
+        EnrollSettings.from_mapping({key: value})
+    assert len(str(info.value)) < 200
+
+
+def test_enroll_numbers_in_a_pipeline_yaml_are_config_errors(tmp_path: Path) -> None:
+    from pipeline.config import load
+
+    for text in ("request_timeout_s: .nan", "ready_timeout_s: .inf", "rate_limit_per_s: 1e999"):
+        cfg = tmp_path / "p.yaml"
+        cfg.write_text("enroll:\n  " + text + "\n")
+        with pytest.raises(ConfigError, match=r"enroll\."):
+            EnrollSettings.from_mapping(load(cfg).enroll)
+
+
 def test_bundled_pipeline_yaml_enroll_section_is_valid() -> None:
     from pipeline.config import load
 
@@ -302,3 +404,39 @@ def test_stage_enrolls_the_encoded_clip_once(fake: FakeService, tmp_path: Path) 
         with pytest.raises(PipelineError) as info_err:
             enroll(other)
     assert info_err.value.code == "VoiceUndeployed"
+
+
+def test_voices_help_shows_the_voices_exit_codes_and_documents_every_argument(capsys: pytest.CaptureFixture[str]) -> None:
+    from pipeline.cli import main
+
+    for argv in (["voices"], ["voices", "list"], ["voices", "show"], ["voices", "update"], ["voices", "delete"]):
+        assert main([*argv, "--help"]) == 0
+        out = capsys.readouterr().out
+        assert "every file has a voice" not in out and "exit codes: 0 done, 1 the service" in out, argv
+        assert "DASHSCOPE_BASE_URL" in out and "DASHSCOPE_TIMEOUT" in out
+        positional = out.split("positional arguments:", 1)[1].split("options:", 1)[0] if argv != ["voices", "list"] else ""
+        for line in positional.strip().splitlines():
+            assert len(line.split()) > 1, f"{argv}: undocumented argument {line.strip()!r}"
+    assert main(["enroll", "--help"]) == 0
+    assert "exit codes: 0 every file has a voice" in capsys.readouterr().out
+
+
+def test_synth_help_documents_every_argument_and_a_malformed_key_is_refused(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from pipeline.cli import main
+
+    assert main(["synth", "--help"]) == 0
+    out = capsys.readouterr().out
+    listed = out.splitlines()
+    listed = listed[listed.index("positional arguments:"):]
+    for arg, words in [("TEXT", "the text to speak"), ("-o OUT.wav, --out OUT.wav", "the WAV file to write"),
+                       ("--sample-rate HZ", "sample rate"), ("--timeout S", "give up after")]:
+        i = next(i for i, line in enumerate(listed) if line.strip().startswith(arg))
+        assert words in " ".join(listed[i : i + 2]), arg
+    assert "exit codes: 0 the WAV was written" in out and "DASHSCOPE_WEBSOCKET_BASE_URL" in out
+    monkeypatch.setenv("DASHSCOPE_API_KEY", "sk-SECRET\nPART2")
+    assert main(["synth", "--voice", "cosyvoice-v2-x-" + "0" * 32, "hi", "-o", str(tmp_path / "x.wav")]) == 2
+    captured = capsys.readouterr()
+    assert "DASHSCOPE_API_KEY holds a line break" in captured.err and len(captured.err.strip().splitlines()) == 1
+    assert "SECRET" not in captured.err + captured.out and not (tmp_path / "x.wav").exists()

@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import soundfile as sf
 from conftest import FIXTURES
@@ -143,25 +144,82 @@ def test_public_base_url(emulator: Any, tmp_path: Path, file_server: Any) -> Non
         assert c.query_voice(str(r.voice_id))["resource_link"] == file_server.url(SPEECH)
 
 
-def test_create_timeout_is_reconciled_not_duplicated(emulator: Any, tmp_path: Path) -> None:
-    # The emulator answers create_voice only after 1.5 s; the client gives up after 0.5 s, waits for the
-    # service to finish, and finds the voice through list_voice + query_voice instead of creating again.
-    emulator.configure(faults={"actions": {"create_voice": {"latency_s": 1.5}}})
-    e = enroller_for(emulator, tmp_path, {"request_timeout_s": 0.5, "reconcile_delay_s": 4.0})
+class FakeClock:
+    """Time that passes only when slept through (or when a request times out)."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def sleep(self, s: float) -> None:
+        self.now += s
+
+
+class SlowCreates(httpx.BaseTransport):
+    """Forwards every request to the emulator, except that create_voice takes ``create_s`` on the fake
+    clock: the client's read timeout (its own setting) passes first and it gets a ReadTimeout, and the
+    emulator carries the create out once the clock has passed its end. No wall-clock race: the order of
+    events depends on the fake clock alone."""
+
+    def __init__(self, clock: FakeClock, create_s: float) -> None:
+        self.inner = httpx.HTTPTransport()
+        self.clock, self.create_s = clock, create_s
+        self.running: list[tuple[float, httpx.Request]] = []
+        self.creates = 0
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        self.finish_due(self.clock())
+        if request.url.path.endswith("/customization") and b'"create_voice"' in request.content:
+            self.creates += 1
+            self.running.append((self.clock() + self.create_s, request))
+            self.clock.now += float(request.extensions["timeout"]["read"])
+            raise httpx.ReadTimeout("timed out", request=request)
+        return self.inner.handle_request(request)
+
+    def finish_due(self, until: float) -> None:
+        for item in [r for r in self.running if r[0] <= until]:
+            self.running.remove(item)
+            answer = self.inner.handle_request(item[1])
+            answer.read()
+            answer.close()
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+def test_a_create_slower_than_the_request_timeout_makes_one_voice_per_clip(emulator: Any, tmp_path: Path) -> None:
+    # issue 16: request_timeout_s 3 and reconcile_delay_s 1 against a service that takes 5 s to create,
+    # 5 clips: each create times out, the voice is found by polling the list, none is created twice
+    emulator.configure(deploy_delay_s=0.0)
+    clock = FakeClock()
+    slow = SlowCreates(clock, create_s=5.0)
+    files = [variant(tmp_path, g) for g in (0.95, 0.85, 0.75, 0.65, 0.55)]
+    e = enroller_for(emulator, tmp_path, {"request_timeout_s": 3, "reconcile_delay_s": 1}, transport=slow,
+                     sleep=clock.sleep, clock=clock)
     try:
-        (r,) = e.enroll_files([variant(tmp_path, 0.6)])
+        results = e.enroll_files(files)
     finally:
         enroll_mod.close_enroller(e)
-    emulator.configure(faults={})
-    assert (r.status, r.action, r.voice_status) == ("ok", "reconciled", "OK")
+    slow.finish_due(float("inf"))  # whatever the service was still doing when the run ended
+    assert [(r.status, r.action, r.voice_status) for r in results] == [("ok", "reconciled", "OK")] * 5, [
+        r.line() for r in results]
+    assert slow.creates == 5
     with client_for(emulator) as c:
-        assert c.count_voices("e2e") == 1
+        voices = {v["voice_id"] for v in c.iter_voices("e2e")}
+    with Ledger(tmp_path / "ledger.sqlite") as lg:
+        assert {r.voice_id for r in lg.rows()} == voices == {r.voice_id for r in results}
+    assert len(voices) == 5
 
 
 def test_dropped_connections_on_create_never_duplicate(emulator: Any, tmp_path: Path) -> None:
-    emulator.configure(faults={"seed": 3, "actions": {"create_voice": {"drop_rate": 0.5}}})
+    # the emulator drops the connection before creating: the list is polled until reconcile_timeout_s
+    # passes on the fake clock, then the clip is created again
+    emulator.configure(faults={"seed": 3, "actions": {"create_voice": {"drop_rate": 0.5}}}, deploy_delay_s=0.0)
     files = [variant(tmp_path, g) for g in (0.95, 0.85, 0.75, 0.65)]
-    e = enroller_for(emulator, tmp_path, {"reconcile_delay_s": 0.0, "create_attempts": 6})
+    clock = FakeClock()
+    e = enroller_for(emulator, tmp_path, {"create_attempts": 6}, sleep=clock.sleep, clock=clock)
     try:
         results = e.enroll_files(files)
     finally:
@@ -202,7 +260,8 @@ def test_cli_enroll_end_to_end(service_env: Any, tmp_path: Path, capsys: pytest.
     shutil.copy(FIXTURES / SPEECH, src / "reader.wav")
     shutil.copy(FIXTURES / "speech_arctic_slt_16k.wav", src / "short.wav")
     out = tmp_path / "out"
-    args = ["enroll", str(src), "--prefix", "cli", "--target-model", MODEL, "--out", str(out), "--jobs", "1"]
+    args = ["enroll", str(src), "--prefix", "cli", "--target-model", MODEL, "--out", str(out), "--jobs", "1",
+            "--config", str(config_with(tmp_path, poll_interval_s=0.05))]
     assert main(args) == 1  # the 3 s clip is refused by the pipeline
     text = capsys.readouterr().out
     lines = [json.loads(x) for x in (out / "enroll-report.jsonl").read_text().splitlines()]
@@ -240,13 +299,158 @@ def test_cli_enroll_end_to_end(service_env: Any, tmp_path: Path, capsys: pytest.
 def test_cli_enroll_as_is_and_update(service_env: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     a = variant(tmp_path, 0.9, "a.wav")
     out = tmp_path / "out"
+    cfg = str(config_with(tmp_path, poll_interval_s=0.05))
     assert main(["enroll", str(a), "--as-is", "--prefix", "asis", "--target-model", MODEL, "--out", str(out),
-                 "--json"]) == 0
+                 "--json", "--config", cfg]) == 0
     (line,) = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
     assert line["output"] == str(a) and line["voice_status"] == "OK"
     b = variant(tmp_path, 0.8, "b.wav")
-    assert main(["voices", "update", line["voice_id"], str(b), "--wait", "--json"]) == 0
+    assert main(["voices", "update", line["voice_id"], str(b), "--wait", "--json", "--config", cfg]) == 0
     assert json.loads(capsys.readouterr().out)["status"] == "OK"
+
+
+def config_with(tmp_path: Path, **enroll: Any) -> Path:
+    """The bundled pipeline.yaml with these `enroll:` values."""
+    import yaml
+
+    from pipeline.config import default_config_path
+
+    data = yaml.safe_load(default_config_path().read_text(encoding="utf-8"))
+    data["enroll"] = {**(data.get("enroll") or {}), **enroll}
+    path = tmp_path / "pipeline.yaml"
+    path.write_text(yaml.safe_dump(data), encoding="utf-8")
+    return path
+
+
+def test_cli_no_wait_returns_as_soon_as_the_voice_is_created(
+    service_env: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    service_env.configure(deploy_delay_s=3600.0)  # the review never ends while the test runs
+    cfg = config_with(tmp_path, ready_timeout_s=0.001, poll_interval_s=0.001)  # waiting would fail at once
+    a = variant(tmp_path, 0.9, "a.wav")
+    args = ["enroll", str(a), "--as-is", "--prefix", "nowait", "--target-model", MODEL, "--out", str(tmp_path / "o"),
+            "--config", str(cfg), "--json"]
+    assert main([*args, "--no-wait"]) == 0
+    (line,) = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
+    assert (line["status"], line["voice_status"], line["enrollment"]["action"]) == ("ok", "DEPLOYING", "created")
+    assert main(args) == 1  # waiting is the default: here it gives up at once
+    (line,) = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
+    assert line["code"] == "VoiceNotReady"
+
+
+def test_cli_enroll_a_non_utf8_file_name(service_env: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import os
+
+    src = tmp_path / "in"
+    src.mkdir()
+    name = os.fsdecode(b"caf\xe9 take.wav")  # Latin-1 bytes: not UTF-8
+    shutil.copy(FIXTURES / SPEECH, src / name)
+    out = tmp_path / "out"
+    cfg = config_with(tmp_path, poll_interval_s=0.05)
+    assert main(["enroll", str(src), "--as-is", "--prefix", "names", "--target-model", MODEL, "--out", str(out),
+                 "--config", str(cfg)]) == 0
+    text = capsys.readouterr().out
+    shown = str(src / "caf\\xe9 take.wav")
+    assert f"{shown}: {MODEL}-names-" in text and "1 ok, 0 refused" in text
+    (row,) = [json.loads(x) for x in (out / "enroll-report.jsonl").read_text(encoding="utf-8").splitlines()]
+    assert row["input"] == row["output"] == shown and row["enrollment"]["input"] == shown
+    with Ledger(out / "voiceprep-ledger.sqlite") as lg:
+        (lrow,) = lg.rows()
+    assert lrow.source == shown and lrow.status == "OK"
+
+
+def test_cli_against_a_server_echoing_the_key_keeps_it_out_of_every_output(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import logging
+
+    from fake_dashscope import KEY, EchoingService
+
+    caplog.set_level(logging.DEBUG)
+    with EchoServer(EchoingService()) as server:
+        for k in ("DASHSCOPE_WORKSPACE", "DASHSCOPE_API_REGION", "DASHSCOPE_REGION", "DASHSCOPE_BASE_URL",
+                  "DASHSCOPE_HTTP_BASE_URL", "DASHSCOPE_TIMEOUT", "DASHSCOPE_MAX_RETRIES"):
+            monkeypatch.delenv(k, raising=False)
+        monkeypatch.setenv("DASHSCOPE_API_KEY", KEY)
+        monkeypatch.setenv("DASHSCOPE_BASE_URL", server.base_url)
+        out = tmp_path / "out"
+        cfg = config_with(tmp_path, upload="public", public_base_url="https://files.test/", poll_interval_s=0.01)
+        a = variant(tmp_path, 0.9, "a.wav")
+        assert main(["enroll", str(a), "--as-is", "--prefix", "echo", "--target-model", MODEL, "--out", str(out),
+                     "--config", str(cfg)]) == 0
+        (row,) = [json.loads(x) for x in (out / "enroll-report.jsonl").read_text().splitlines()]
+        vid = row["voice_id"]
+        assert main(["voices", "list", "--json", "--config", str(cfg)]) == 0
+        assert main(["voices", "show", vid, "--config", str(cfg)]) == 0
+        assert main(["voices", "delete", vid, "--ledger", str(out / "voiceprep-ledger.sqlite")]) == 0
+        assert main(["voices", "show", vid]) == 1
+        captured = capsys.readouterr()
+    assert "Bearer ***" in row["enrollment"]["request_ids"]  # the echo was there, scrubbed
+    assert "request Bearer ***" in captured.err and len(captured.err.strip().splitlines()) == 1
+    stored = b"".join(f.read_bytes() for f in out.iterdir() if f.is_file())
+    texts = [captured.out, captured.err, *(r.getMessage() for r in caplog.records)]
+    assert b"SECRET" not in stored and not [t for t in texts if "SECRET" in t]
+
+
+def test_cli_refuses_a_key_holding_a_line_break_without_printing_it(
+    service_env: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import logging
+
+    caplog.set_level(logging.DEBUG)
+    monkeypatch.setenv("DASHSCOPE_API_KEY", "sk-SECRET\nPART2")
+    out = tmp_path / "out"
+    a = variant(tmp_path, 0.9, "a.wav")
+    assert main(["voices", "list"]) == 2
+    assert main(["enroll", str(a), "--as-is", "--prefix", "nl", "--target-model", MODEL, "--out", str(out)]) == 2
+    captured = capsys.readouterr()
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 2 and all("DASHSCOPE_API_KEY holds a line break" in x for x in lines)
+    stored = b"".join(f.read_bytes() for f in out.rglob("*") if f.is_file()) if out.exists() else b""
+    texts = [captured.out, captured.err, *(r.getMessage() for r in caplog.records)]
+    assert not [t for t in texts if "SECRET" in t or "PART2" in t] and b"SECRET" not in stored
+
+
+class EchoServer:
+    """A loopback HTTP server (127.0.0.1, a free port) in front of a FakeService: real sockets, real
+    headers, the fake's answers (an EchoingService echoes the key back in them)."""
+
+    def __init__(self, fake: Any) -> None:
+        import http.server
+        import threading
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - the base signature
+                return None
+
+            def _serve(self) -> None:
+                body = self.rfile.read(int(self.headers.get("content-length") or 0))
+                request = httpx.Request(self.command, f"http://127.0.0.1{self.path}", headers=dict(self.headers.items()),
+                                        content=body)
+                answer = fake.handle(request)
+                self.send_response(answer.status_code, answer.reason_phrase)
+                for k, v in answer.headers.items():
+                    if k.lower() not in ("content-length", "transfer-encoding", "connection", "date", "server"):
+                        self.send_header(k, v)
+                self.send_header("content-length", str(len(answer.content)))
+                self.end_headers()
+                self.wfile.write(answer.content)
+
+            do_GET = do_POST = _serve  # http.server's method names
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.base_url = f"http://127.0.0.1:{self.server.server_address[1]}/api/v1"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def __enter__(self) -> EchoServer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.shutdown()
+        self.server.server_close()
 
 
 def test_cli_usage_errors(service_env: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str],

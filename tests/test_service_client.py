@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import pickle
 import re
@@ -10,7 +11,7 @@ from typing import Any
 
 import httpx
 import pytest
-from fake_dashscope import BASE, KEY, FakeService, error
+from fake_dashscope import BASE, KEY, EchoingService, FakeService, error
 
 from pipeline.errors import ConfigError
 from pipeline.service.client import EnrollmentClient
@@ -209,6 +210,16 @@ def test_429_then_success_on_create_honours_retry_after() -> None:
     assert clock.sleeps == [7.0]
 
 
+@pytest.mark.parametrize("value", ["soon", "", "nan", "inf", "-inf", "Wed, 99 Foo 2025 99:99:99 GMT", "1e999"])
+def test_unparsable_retry_after_falls_back_to_the_backoff(value: str) -> None:
+    throttled = httpx.Response(429, json={"request_id": "r1", "code": "Throttling.RateQuota", "message": "slow down"},
+                               headers={"Retry-After": value, "Retry-After-Ms": value})
+    fake = FakeService(script={"list_voice": [throttled]})
+    client, clock = make(fake, backoff=Backoff(base_s=1.0, max_s=8.0))
+    assert client.list_voices() == []
+    assert clock.sleeps == [0.75]  # the first backoff step (rng 0.5), not an exception nor a server delay
+
+
 def test_retries_give_up_after_max_retries() -> None:
     fake = FakeService(script={"query_voice": [error(500, "InternalError", "Internal server error!")] * 10})
     client, clock = make(fake, max_retries=2)
@@ -277,6 +288,25 @@ def test_non_json_error_body_gives_a_clear_error() -> None:
     exc = info.value
     assert exc.code == "Unknown" and exc.status == 502 and exc.request_id == "rid-gw"
     assert "HTTP 502" in exc.message and "text/html" in exc.message and "Bad Gateway" in exc.message
+
+
+def test_an_answer_that_cannot_be_decoded_is_an_error_not_a_traceback() -> None:
+    class NotGzip(httpx.SyncByteStream):
+        def __iter__(self) -> Any:
+            yield b"not gzip at all"
+
+    def broken(request: httpx.Request) -> httpx.Response:  # says gzip, is not: httpx cannot decode it
+        return httpx.Response(200, headers={"content-encoding": "gzip"}, stream=NotGzip())
+
+    fake = FakeService(script={"list_voice": [broken] * 10, "create_voice": [broken]})
+    client, _ = make(fake, max_retries=1)
+    with pytest.raises(ServiceError) as info:
+        client.list_voices()
+    assert info.value.code == "Unknown" and "could not be decoded" in info.value.message
+    assert len(fake.calls("list_voice")) == 2  # retried as any transport failure
+    with pytest.raises(ServiceError) as info:
+        client.create_voice("cosyvoice-v2", "demo", "https://e/a.wav")
+    assert info.value.ambiguous and len(fake.calls("create_voice")) == 1
 
 
 def test_non_json_404_hints_at_the_base_url() -> None:
@@ -443,6 +473,56 @@ def test_settings_from_env_like_the_sdk(tmp_path: Path) -> None:
     assert ServiceSettings.from_env({}, home=tmp_path).api_key.reveal() == "sk-from-file"
 
 
+def test_sdk_2_variables_with_the_sdks_precedence(tmp_path: Path) -> None:
+    def url(**env: str) -> str:
+        return ServiceSettings.from_env({"DASHSCOPE_API_KEY": "sk-1", **env}, home=tmp_path).base_url
+
+    # DASHSCOPE_BASE_URL (2.x) is read before DASHSCOPE_HTTP_BASE_URL (1.x, 2.x's fallback); empty is unset
+    assert url(DASHSCOPE_BASE_URL="http://a.test/api/v1", DASHSCOPE_HTTP_BASE_URL="http://b.test/api/v1") == (
+        "http://a.test/api/v1")
+    assert url(DASHSCOPE_BASE_URL="", DASHSCOPE_HTTP_BASE_URL="http://b.test/api/v1") == "http://b.test/api/v1"
+    # DASHSCOPE_REGION: the workspace host of the region with a workspace, else the region's shared host
+    assert url(DASHSCOPE_REGION="ap-southeast-1") == INTERNATIONAL_BASE_URL
+    assert url(DASHSCOPE_REGION="cn-beijing") == BEIJING_BASE_URL
+    assert url(DASHSCOPE_REGION="cn-hongkong") == "https://cn-hongkong.dashscope.aliyuncs.com/api/v1"
+    assert url(DASHSCOPE_REGION="eu-central-1", DASHSCOPE_WORKSPACE="llm-ws1") == (
+        "https://llm-ws1.eu-central-1.maas.aliyuncs.com/api/v1")
+    assert url(DASHSCOPE_REGION="us-east-1", DASHSCOPE_API_REGION="ap-northeast-1", DASHSCOPE_WORKSPACE_ID="w2") == (
+        "https://w2.us-east-1.maas.aliyuncs.com/api/v1")
+    assert url(DASHSCOPE_REGION="ap-southeast-1", DASHSCOPE_BASE_URL="http://c.test/api/v1") == "http://c.test/api/v1"
+    with pytest.raises(ConfigError, match="DASHSCOPE_REGION"):
+        url(DASHSCOPE_REGION="mars-north-1")
+    # DASHSCOPE_TIMEOUT / DASHSCOPE_MAX_RETRIES: unset means the `enroll:` values
+    s = ServiceSettings.from_env({"DASHSCOPE_API_KEY": "sk-1"}, home=tmp_path)
+    assert (s.timeout_s, s.max_retries) == (None, None)
+    s = ServiceSettings.from_env({"DASHSCOPE_API_KEY": "sk-1", "DASHSCOPE_TIMEOUT": "12.5",
+                                  "DASHSCOPE_MAX_RETRIES": "0"}, home=tmp_path)
+    assert (s.timeout_s, s.max_retries) == (12.5, 0)
+    for name, bad in [("DASHSCOPE_TIMEOUT", "soon"), ("DASHSCOPE_TIMEOUT", "0"), ("DASHSCOPE_TIMEOUT", "nan"),
+                      ("DASHSCOPE_TIMEOUT", "inf"), ("DASHSCOPE_MAX_RETRIES", "-1"), ("DASHSCOPE_MAX_RETRIES", "2.5"),
+                      ("DASHSCOPE_MAX_RETRIES", "9" * 5000)]:
+        with pytest.raises(ConfigError, match=name) as info:
+            ServiceSettings.from_env({"DASHSCOPE_API_KEY": "sk-1", name: bad}, home=tmp_path)
+        assert len(str(info.value)) < 200
+
+
+def test_timeout_and_retries_from_the_environment_reach_the_client(tmp_path: Path) -> None:
+    from pipeline.service.enroll import make_client
+    from pipeline.service.settings import EnrollSettings
+
+    settings = EnrollSettings(request_timeout_s=60.0, max_retries=3)
+    env = {"DASHSCOPE_API_KEY": "sk-1", "DASHSCOPE_TIMEOUT": "7", "DASHSCOPE_MAX_RETRIES": "1"}
+    with make_client(settings, ServiceSettings.from_env(env, home=tmp_path)) as c:
+        assert (c.timeout_s, c.max_retries, c._http.timeout.read) == (7.0, 1, 7.0)
+    with make_client(settings, ServiceSettings.from_env({"DASHSCOPE_API_KEY": "sk-1"}, home=tmp_path)) as c:
+        assert (c.timeout_s, c.max_retries) == (60.0, 3)
+    fake = FakeService(script={"list_voice": [error(503, "ServiceUnavailable", "busy")] * 5})
+    with EnrollmentClient(ServiceSettings.from_env(env, home=tmp_path), transport=fake.transport(),
+                          sleep=lambda s: None) as c, pytest.raises(ServiceError):
+        c.list_voices()
+    assert len(fake.requests) == 2  # one retry, as DASHSCOPE_MAX_RETRIES says
+
+
 def test_missing_key_and_bad_urls_are_config_errors(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="DASHSCOPE_API_KEY"):
         ServiceSettings.from_env({}, home=tmp_path)
@@ -471,6 +551,66 @@ def test_the_key_never_shows(caplog: pytest.LogCaptureFixture) -> None:
     assert "***" in a.value.message
     with pytest.raises(TypeError):
         pickle.dumps(settings.api_key)
+
+
+ODD_KEY = "sk-SECRET+/=~0123456789abcdef"  # percent-encoding changes it: URLs carry another form
+
+
+def test_a_server_echoing_the_key_never_gets_it_into_results_errors_or_logs(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
+    fake = EchoingService(key=ODD_KEY)
+    fake.script["delete_voice"] = [httpx.Response(502, text="<html>Bad Gateway</html>")] * 10
+    fake.script["update_voice"] = [httpx.Response(200, text="not json")]
+    clock = FakeClock()
+    client = EnrollmentClient(ServiceSettings(ApiKey(ODD_KEY), BASE), transport=fake.transport(), sleep=clock.sleep,
+                              clock=clock, rng=lambda: 0.5, max_retries=1)
+    seen: list[Any] = []
+    url = client.upload_temporary(b"RIFF....WAVE", "take.wav")
+    vid = client.create_voice("cosyvoice-v2", "demo", url)
+    seen += [url, vid, client.last_request_id, client.list_voices(prefix="demo"), client.query_voice(vid),
+             list(client.iter_voices()), client.get_upload_policy(), client.wait_until_ready(vid)]
+    errors = []
+    for call in (lambda: client.query_voice("cosyvoice-v2-demo-missing"), lambda: client.delete_voice(vid),
+                 lambda: client.update_voice(vid, url)):
+        with pytest.raises(ServiceError) as info:
+            call()
+        errors.append(info.value)
+    for exc in errors:
+        seen += [str(exc), repr(exc), exc.line(), exc.as_dict(), exc.request_id, pickle.loads(pickle.dumps(exc)).line()]
+    seen += [r.getMessage() for r in caplog.records]
+    text = json.dumps(seen, default=str)
+    assert "SECRET" not in text
+    assert "***" in errors[0].message and errors[0].request_id == "Bearer ***"
+    assert [e.code for e in errors] == ["BadRequest.ResourceNotExist", "Unknown", "Unknown"]
+    assert any("seen Bearer ***" in r.getMessage() for r in caplog.records if r.name == "httpx")
+    client.close()
+
+
+@pytest.mark.parametrize(("key", "what"), [
+    ("sk-SECRET\nPART2", "a line break"), ("sk-SECRET PART2", "whitespace"), ("sk-SECRET\x1bPART2", "a control"),
+    ("sk-SECRET\u00e9PART2", "non-ASCII"), ("sk-SECRET\tPART2", "whitespace"), (" sk-SECRETPART2", "whitespace"),
+])
+def test_a_malformed_key_is_refused_up_front_without_echoing_it(key: str, what: str, tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as info:
+        ServiceSettings.from_env({"DASHSCOPE_API_KEY": key}, home=tmp_path)
+    msg = str(info.value)
+    assert "DASHSCOPE_API_KEY" in msg and what in msg and len(msg.splitlines()) == 1
+    assert "SECRET" not in msg and "PART2" not in msg
+    with pytest.raises(ConfigError):
+        ApiKey(key)
+    key_file = tmp_path / "key.txt"
+    key_file.write_text(key + "\n")
+    if key.strip() == key:
+        with pytest.raises(ConfigError, match="DASHSCOPE_API_KEY_FILE_PATH") as info:
+            ServiceSettings.from_env({"DASHSCOPE_API_KEY_FILE_PATH": str(key_file)}, home=tmp_path)
+        assert "SECRET" not in str(info.value)
+
+
+def test_the_key_from_a_file_loses_its_line_break(tmp_path: Path) -> None:
+    key_file = tmp_path / "key.txt"
+    key_file.write_text("sk-fromfile\n")
+    s = ServiceSettings.from_env({"DASHSCOPE_API_KEY_FILE_PATH": str(key_file)}, home=tmp_path)
+    assert s.api_key.reveal() == "sk-fromfile"
 
 
 def test_service_error_pickles_with_its_facts() -> None:

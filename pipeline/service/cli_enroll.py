@@ -10,14 +10,25 @@ from typing import Any
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
-ENROLL_EPILOG = """\
-environment:
+ENVIRONMENT = """\
+environment (as the DashScope SDK reads it; a set variable wins over pipeline.yaml):
   DASHSCOPE_API_KEY        the API key (or DASHSCOPE_API_KEY_FILE_PATH, ~/.dashscope/api_key)
-  DASHSCOPE_HTTP_BASE_URL  default https://dashscope.aliyuncs.com/api/v1 (Beijing);
+  DASHSCOPE_BASE_URL       base URL (SDK 2.x, read first), else DASHSCOPE_HTTP_BASE_URL:
+                           default https://dashscope.aliyuncs.com/api/v1 (Beijing);
                            international: https://dashscope-intl.aliyuncs.com/api/v1;
                            workspace host: https://{WorkspaceId}.{region}.maas.aliyuncs.com/api/v1
+  DASHSCOPE_REGION         without a base URL: that region's workspace host (with a workspace)
+                           or shared host; DASHSCOPE_API_REGION + DASHSCOPE_WORKSPACE_ID (SDK 1.x)
   DASHSCOPE_WORKSPACE      sends the X-DashScope-WorkSpace header
+  DASHSCOPE_TIMEOUT        seconds per request (overrides enroll.request_timeout_s)
+  DASHSCOPE_MAX_RETRIES    retries per request (overrides enroll.max_retries)"""
+
+ENROLL_EPILOG = ENVIRONMENT + """
 exit codes: 0 every file has a voice, 1 some failed, 2 usage or config error"""
+
+VOICES_EPILOG = ENVIRONMENT + """
+exit codes: 0 done, 1 the service refused or failed (one line on stderr: code, request id, hint),
+  2 usage or config error"""
 
 
 def register(sub: Any) -> None:
@@ -52,34 +63,42 @@ def register(sub: Any) -> None:
     v = sub.add_parser(
         "voices",
         help="list, show, update or delete the voices of the account",
-        description="Manage enrolled voices with the service's own actions.",
-        epilog=ENROLL_EPILOG,
+        description="Manage enrolled voices with the service's own actions: list, show, update, delete.",
+        epilog=VOICES_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    vs = v.add_subparsers(dest="voices_command", metavar="ACTION", parser_class=type(v))
+    vs = v.add_subparsers(dest="voices_command", metavar="ACTION", parser_class=type(v), help="one of:")
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--config", metavar="PIPELINE.yaml", help="pipeline file (timeouts, uploads, ledger)")
     common.add_argument("--ledger", metavar="FILE.sqlite", help="also keep this ledger in step")
     common.add_argument("--json", action="store_true", help="machine-readable output (JSON)")
 
-    ls = vs.add_parser("list", parents=[common], help="every voice (with a prefix)")
+    sub_kw: dict[str, Any] = {"parents": [common], "epilog": VOICES_EPILOG,
+                              "formatter_class": argparse.RawDescriptionHelpFormatter}
+    ls = vs.add_parser("list", help="every voice (with a prefix)", description="List the account's voices: id, "
+                       "status, creation date; every page unless --page is given.", **sub_kw)
     ls.add_argument("--prefix", metavar="P", help="only voices with this prefix")
     ls.add_argument("--page", type=int, default=None, metavar="N", help="only this page (0-based)")
     ls.add_argument("--page-size", type=int, default=100, metavar="N", help="voices per request (default 100)")
     ls.set_defaults(func=cmd_voices_list)
 
-    show = vs.add_parser("show", parents=[common], help="one voice: status, target model, audio URL, dates")
-    show.add_argument("voice_id")
+    show = vs.add_parser("show", help="one voice: status, target model, audio URL, dates",
+                         description="Show one voice as the service describes it (query_voice).", **sub_kw)
+    show.add_argument("voice_id", metavar="VOICE_ID", help="the voice id, e.g. cosyvoice-v2-alice-8b23...")
     show.set_defaults(func=cmd_voices_show)
 
-    up = vs.add_parser("update", parents=[common], help="replace a voice's audio (a URL, or a local file to upload)")
-    up.add_argument("voice_id")
-    up.add_argument("source", metavar="URL|FILE")
+    up = vs.add_parser("update", help="replace a voice's audio (a URL, or a local file to upload)",
+                       description="Replace a voice's audio; the voice goes back to DEPLOYING until reviewed.",
+                       **sub_kw)
+    up.add_argument("voice_id", metavar="VOICE_ID", help="the voice to update")
+    up.add_argument("source", metavar="URL|FILE", help="a public audio URL, or a local file uploaded first "
+                    "(enroll.upload picks how)")
     up.add_argument("--wait", action="store_true", help="wait until the service has reviewed the new audio")
     up.set_defaults(func=cmd_voices_update)
 
-    rm = vs.add_parser("delete", parents=[common], help="delete voices (frees quota)")
-    rm.add_argument("voice_ids", nargs="+", metavar="VOICE_ID")
+    rm = vs.add_parser("delete", help="delete voices (frees quota)", description="Delete voices; a voice "
+                       "already gone counts as deleted after a retry. Exit 1 if any could not be deleted.", **sub_kw)
+    rm.add_argument("voice_ids", nargs="+", metavar="VOICE_ID", help="one or more voice ids")
     rm.set_defaults(func=cmd_voices_delete)
 
     def _voices_help(args: argparse.Namespace) -> int:
@@ -118,20 +137,29 @@ def _client(settings: Any) -> Any:
     return enroll_mod.make_client(settings)
 
 
+def _say(text: str) -> None:
+    """Print a line; the bytes of a non-UTF-8 file name are shown as ``\\xNN``, never a UnicodeEncodeError."""
+    from .ledger import display_path
+
+    sys.stdout.write(display_path(text) + "\n")
+
+
 def _print_json(obj: Any) -> None:
-    sys.stdout.write(json.dumps(obj, ensure_ascii=False) + "\n")
+    _say(json.dumps(obj, ensure_ascii=False))
 
 
 # --- enroll --------------------------------------------------------------------------------------
 
 
 def cmd_enroll(args: argparse.Namespace) -> int:
+    import dataclasses
+
     from pipeline.errors import ConfigError
     from pipeline.pipeline import Pipeline
     from pipeline.report import FileResult, summary, write_line
 
     from . import enroll as enroll_mod
-    from .ledger import LEDGER_NAME
+    from .ledger import LEDGER_NAME, display_path
 
     loaded = _settings(args.config)
     if loaded is None:
@@ -142,7 +170,7 @@ def cmd_enroll(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     missing = [p for p in args.paths if not Path(p).exists()]
     if missing:
-        _err(f"error: no such file or folder: {missing[0]}")
+        _err(f"error: no such file or folder: {display_path(missing[0])}")
         return EXIT_USAGE
     out = Path(args.out)
     ledger_path = Path(args.ledger) if args.ledger else (
@@ -173,10 +201,14 @@ def cmd_enroll(args: argparse.Namespace) -> int:
             submitted.append((res, er))
         finished: list[FileResult] = []
         report_path.parent.mkdir(parents=True, exist_ok=True)
-        with open(report_path, "a", encoding="utf-8") as fh:
+        # the real paths were for reading; the report and the lines show non-UTF-8 names as \xNN
+        with open(report_path, "a", encoding="utf-8", errors="backslashreplace") as fh:
             for res, er in submitted:
+                res = dataclasses.replace(res, input=display_path(res.input),
+                                          output=display_path(res.output) if res.output else res.output)
                 if er is not None:
-                    er = enroller.finish(er)
+                    if enroller.wait:  # --no-wait: done as soon as the voice is created
+                        er = enroller.finish(er)
                     er.input = res.input
                     res = _merge(res, er)
                 write_line(fh, res)
@@ -184,7 +216,7 @@ def cmd_enroll(args: argparse.Namespace) -> int:
                 if args.json:
                     _print_json(res.as_dict())
                 elif not args.quiet:
-                    sys.stdout.write(_line(res) + "\n")
+                    _say(_line(res))
                 sys.stdout.flush()
     except ConfigError as exc:
         _err(f"config error: {exc}")
@@ -192,7 +224,7 @@ def cmd_enroll(args: argparse.Namespace) -> int:
     finally:
         enroll_mod.close_enroller(enroller)
     if not args.json:
-        sys.stdout.write(summary(finished) + f"; report: {report_path}\n")
+        _say(summary(finished) + f"; report: {report_path}")
     return EXIT_OK if all(r.ok for r in finished) else EXIT_FAILED
 
 
@@ -283,9 +315,9 @@ def cmd_voices_list(args: argparse.Namespace) -> int:
             if args.json:
                 _print_json(v)
             else:
-                sys.stdout.write(f"{v.get('voice_id')}  {v.get('status')}  {v.get('gmt_create')}\n")
+                _say(f"{v.get('voice_id')}  {v.get('status')}  {v.get('gmt_create')}")
         if not args.json:
-            sys.stdout.write(f"{len(voices)} voice(s)\n")
+            _say(f"{len(voices)} voice(s)")
         return EXIT_OK
 
     return _voices(args, body)
@@ -298,7 +330,7 @@ def cmd_voices_show(args: argparse.Namespace) -> int:
             _print_json(info)
         else:
             for k, v in info.items():
-                sys.stdout.write(f"{k}: {v}\n")
+                _say(f"{k}: {v}")
         return EXIT_OK
 
     return _voices(args, body)
@@ -333,7 +365,7 @@ def cmd_voices_update(args: argparse.Namespace) -> int:
         if args.json:
             _print_json(info)
         else:
-            sys.stdout.write(f"{args.voice_id}: updated, {info.get('status')}\n")
+            _say(f"{args.voice_id}: updated, {info.get('status')}")
         return EXIT_FAILED if info.get("status") == "UNDEPLOYED" else EXIT_OK
 
     return _voices(args, body)
@@ -360,7 +392,7 @@ def cmd_voices_delete(args: argparse.Namespace) -> int:
                     if ledger is not None:
                         ledger.set_status(vid, DELETED, client.last_request_id)
                     if not args.json:
-                        sys.stdout.write(f"{vid}: deleted\n")
+                        _say(f"{vid}: deleted")
                 if args.json:
                     _print_json(out)
         finally:

@@ -10,19 +10,31 @@ from typing import Any
 NEEDS_AIOHTTP = "voiceprep: synth needs aiohttp, in the optional extra: pip install 'voiceprep[emulator]'\n"
 
 
+SYNTH_EPILOG = """\
+environment:
+  DASHSCOPE_API_KEY             the API key
+  DASHSCOPE_WEBSOCKET_BASE_URL  default wss://dashscope.aliyuncs.com/api-ws/v1/inference (Beijing)
+exit codes: 0 the WAV was written, 1 the service refused or returned no audio,
+  2 usage error (no key or a malformed one, no model, aiohttp missing)"""
+
+
 def register(sub: Any) -> None:
     s = sub.add_parser(
         "synth",
         help="synthesize TEXT with a voice over the service's WebSocket and write a WAV",
-        description="Verify a voice: synthesize TEXT and write 16-bit WAV. Reads DASHSCOPE_API_KEY and "
-        "DASHSCOPE_WEBSOCKET_BASE_URL (default the Beijing service), like the official SDK.",
+        description="Verify a voice: synthesize TEXT with it and write a 16-bit WAV, as the official SDK's\n"
+        "SpeechSynthesizer does (the model must be the one the voice was enrolled for).",
+        epilog=SYNTH_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    s.add_argument("text", metavar="TEXT")
+    s.add_argument("text", metavar="TEXT", help="the text to speak (quote it)")
     s.add_argument("--voice", required=True, metavar="ID", help="voice id, e.g. cosyvoice-v2-demo-<hex>")
     s.add_argument("--model", help="synthesis model (default: the target model in the voice id)")
-    s.add_argument("-o", "--out", required=True, metavar="OUT.wav")
-    s.add_argument("--sample-rate", type=int, default=24000, choices=(8000, 16000, 22050, 24000, 44100, 48000))
-    s.add_argument("--timeout", type=float, default=60.0, metavar="S")
+    s.add_argument("-o", "--out", required=True, metavar="OUT.wav", help="the WAV file to write (16-bit PCM)")
+    s.add_argument("--sample-rate", type=int, default=24000, choices=(8000, 16000, 22050, 24000, 44100, 48000),
+                   metavar="HZ", help="sample rate asked of the service: 8000, 16000, 22050, 24000 (default), "
+                   "44100 or 48000")
+    s.add_argument("--timeout", type=float, default=60.0, metavar="S", help="give up after S seconds (default 60)")
     s.set_defaults(func=cmd_synth)
 
 
@@ -35,13 +47,20 @@ def cmd_synth(args: argparse.Namespace) -> int:
 
     import numpy as np
 
+    from pipeline.errors import ConfigError
     from pipeline.writer import wav16, write_atomic
 
+    from .settings import check_api_key
     from .synth import DEFAULT_WS_URL, SynthesisError, model_for_voice, synthesize
 
     key = os.environ.get("DASHSCOPE_API_KEY", "")
     if not key:
         sys.stderr.write("voiceprep: error: set DASHSCOPE_API_KEY\n")
+        return 2
+    try:
+        check_api_key(key, "DASHSCOPE_API_KEY")
+    except ConfigError as exc:
+        sys.stderr.write(f"voiceprep: error: {exc}\n")
         return 2
     model = args.model or model_for_voice(args.voice)
     if not model:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import datetime
 import email.utils
 import json
 import logging
+import math
 import random
 import re
 import time
@@ -19,12 +21,14 @@ from pipeline import __version__
 from . import errors as E
 from .errors import ServiceError
 from .ratelimit import Backoff, TokenBucket
-from .settings import ENROLLMENT_MODEL, PREFIX_RE, ServiceSettings
+from .settings import ENROLLMENT_MODEL, PREFIX_RE, ApiKey, ServiceSettings
 
 log = logging.getLogger("voiceprep.service")
 
 CUSTOMIZATION_PATH = "/services/audio/tts/customization"
 UPLOADS_PATH = "/uploads"
+DEFAULT_TIMEOUT_S = 60.0
+DEFAULT_MAX_RETRIES = 3
 READY = "OK"
 DEPLOYING = "DEPLOYING"
 REFUSED = "UNDEPLOYED"
@@ -39,28 +43,67 @@ class Reply:
     usage: dict[str, Any] = field(default_factory=dict)
 
 
+def _seconds(text: str, scale: float = 1.0) -> float | None:
+    try:
+        value = float(text) * scale
+    except ValueError:
+        return None
+    return max(value, 0.0) if math.isfinite(value) else None
+
+
 def _retry_after(resp: httpx.Response) -> float | None:
+    """The server's ``retry-after-ms`` / ``Retry-After`` (seconds or an HTTP date) in seconds; None when
+    absent or unparsable (the caller then uses its own backoff)."""
     ms = resp.headers.get("retry-after-ms")
     if ms:
-        try:
-            return max(float(ms) / 1000.0, 0.0)
-        except ValueError:
-            pass
+        value = _seconds(ms, 0.001)
+        if value is not None:
+            return value
     ra = resp.headers.get("retry-after")
     if not ra:
         return None
+    value = _seconds(ra)
+    if value is not None:
+        return value
     try:
-        return max(float(ra), 0.0)
-    except ValueError:
-        when = email.utils.parsedate_to_datetime(ra) if ra else None
-        if when is None:
-            return None
-        return max(when.timestamp() - time.time(), 0.0)
+        when = email.utils.parsedate_to_datetime(ra)
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return None
+    if when.tzinfo is None:  # an RFC 850 date without a zone is GMT
+        when = when.replace(tzinfo=datetime.timezone.utc)
+    return max(when.timestamp() - time.time(), 0.0)
 
 
 def _snippet(text: str, limit: int = 200) -> str:
     text = " ".join(text.split())
     return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+def _printable(text: str) -> str:
+    """One line: control characters (newlines, terminal escapes) shown as ``\\xNN``."""
+    return _CONTROL.sub(lambda m: f"\\x{ord(m.group(0)):02x}", text)
+
+
+# httpx logs the server's reason phrase, httpcore's debug trace the raw response headers
+HTTP_LOGGERS = ("httpx", "httpcore.connection", "httpcore.http11", "httpcore.http2", "httpcore.proxy", "httpcore.socks")
+
+
+class _ScrubKey(logging.Filter):
+    """Takes the key out of the HTTP libraries' log lines."""
+
+    def __init__(self, key: ApiKey) -> None:
+        super().__init__()
+        self.key = key
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        text = record.getMessage()
+        clean = self.key.scrub(text)
+        if clean != text:
+            record.msg, record.args = clean, ()
+        return True
 
 
 class EnrollmentClient:
@@ -81,8 +124,8 @@ class EnrollmentClient:
         settings: ServiceSettings,
         *,
         transport: httpx.BaseTransport | None = None,
-        timeout_s: float = 60.0,
-        max_retries: int = 3,
+        timeout_s: float | None = None,
+        max_retries: int | None = None,
         rate_limit_per_s: float = 10.0,
         backoff: Backoff | None = None,
         sleep: Callable[[float], None] = time.sleep,
@@ -90,6 +133,11 @@ class EnrollmentClient:
         rng: Callable[[], float] = random.random,
     ) -> None:
         self.settings = settings
+        if timeout_s is None:
+            timeout_s = settings.timeout_s if settings.timeout_s is not None else DEFAULT_TIMEOUT_S
+        if max_retries is None:
+            max_retries = settings.max_retries if settings.max_retries is not None else DEFAULT_MAX_RETRIES
+        self.timeout_s = timeout_s
         self.max_retries = max_retries
         self.backoff = backoff or Backoff()
         self._sleep = sleep
@@ -99,6 +147,9 @@ class EnrollmentClient:
         self._http = httpx.Client(transport=transport, timeout=httpx.Timeout(timeout_s), follow_redirects=False)
         self.last_request_id: str | None = None
         self.user_agent = f"voiceprep/{__version__} httpx/{httpx.__version__}"
+        self._log_filter = _ScrubKey(settings.api_key)
+        for name in HTTP_LOGGERS:
+            logging.getLogger(name).addFilter(self._log_filter)
 
     def __repr__(self) -> str:
         ws = f", workspace={self.settings.workspace!r}" if self.settings.workspace else ""
@@ -106,6 +157,8 @@ class EnrollmentClient:
 
     def close(self) -> None:
         self._http.close()
+        for name in HTTP_LOGGERS:
+            logging.getLogger(name).removeFilter(self._log_filter)
 
     def __enter__(self) -> EnrollmentClient:
         return self
@@ -286,7 +339,7 @@ class EnrollmentClient:
                     str(policy["upload_host"]), data=form,
                     files={"file": (filename, data, "application/octet-stream")}, headers=headers,
                 )
-            except httpx.TransportError as exc:
+            except httpx.RequestError as exc:  # transport errors, and an answer that cannot be decoded
                 err = self._transport_error(exc, "upload")
             else:
                 if resp.status_code in (200, 204):
@@ -332,7 +385,7 @@ class EnrollmentClient:
             self.limiter.acquire()
             try:
                 resp = self._http.send(req)
-            except httpx.TransportError as exc:
+            except httpx.RequestError as exc:
                 err = self._transport_error(exc, action)
             else:
                 try:
@@ -351,47 +404,52 @@ class EnrollmentClient:
                 raise err
             self._sleep(self.backoff.delay(attempt, err.retry_after_s, self._rng))
 
-    def _transport_error(self, exc: httpx.TransportError, action: str) -> ServiceError:
+    def _transport_error(self, exc: httpx.RequestError, action: str) -> ServiceError:
         # Connect errors and pool timeouts happen before the request leaves: nothing can have been done.
         sent = not isinstance(exc, (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout))
         host = exc.request.url.host if _has_request(exc) else "the service"
+        detail = _snippet(self._line(str(exc)), 120)
         if isinstance(exc, httpx.TimeoutException):
             code, what = E.TIMEOUT, f"no answer from {host} in time ({type(exc).__name__})"
+        elif isinstance(exc, httpx.DecodingError):
+            code, what = E.UNKNOWN, f"the answer from {host} could not be decoded ({detail})"
         else:
-            code, what = E.CONNECTION, f"connection to {host} failed ({type(exc).__name__}: {_snippet(str(exc), 120)})"
+            code, what = E.CONNECTION, f"connection to {host} failed ({type(exc).__name__}: {detail})"
         return ServiceError(code, self._redact(what), action=action, ambiguous=sent, retryable=True)
 
     def _parse(self, resp: httpx.Response, action: str, payload_key: str) -> Reply:
+        """The answer as a Reply, or a ServiceError. Whatever comes from the server (headers, body,
+        reason phrase) has the key scrubbed out of it; what goes into a one-line error is printable."""
         status = resp.status_code
-        header_rid = resp.headers.get("x-request-id")
+        header_rid = self._rid(resp.headers.get("x-request-id"))
         try:
             raw = resp.json() if resp.content else None
         except (json.JSONDecodeError, UnicodeDecodeError):
             raw = None
-        body: dict[str, Any] = raw if isinstance(raw, dict) else {}
+        body: dict[str, Any] = self._clean(raw) if isinstance(raw, dict) else {}
+        reason = self._line(resp.reason_phrase)
         retry_after = _retry_after(resp) if status == 429 or status >= 500 else None
         if not isinstance(raw, dict):
+            text = _snippet(self._line(resp.text)) if resp.content else "(empty body)"
             if 200 <= status < 300:
                 raise ServiceError(
-                    E.UNKNOWN, f"HTTP {status} with a body that is not a JSON object: {_snippet(resp.text)!r}",
+                    E.UNKNOWN, f"HTTP {status} with a body that is not a JSON object: {text!r}",
                     http_status=status, request_id=header_rid, action=action, ambiguous=True, retryable=False,
                 )
-            kind = resp.headers.get("content-type", "no content type").split(";")[0]
-            text = _snippet(resp.text) if resp.content else "(empty body)"
+            kind = self._line(resp.headers.get("content-type", "no content type").split(";")[0])
             hint = "check DASHSCOPE_HTTP_BASE_URL (it should end in /api/v1)" if status in (404, 405) else None
             raise ServiceError(
-                E.UNKNOWN, self._redact(f"HTTP {status} {resp.reason_phrase} with a non-JSON body ({kind}): {text}"),
+                E.UNKNOWN, f"HTTP {status} {reason} with a non-JSON body ({_snippet(kind, 60)}): {text}",
                 http_status=status, request_id=header_rid, action=action, hint=hint,
                 ambiguous=status >= 500, retry_after_s=retry_after,
             )
-        rid = body.get("request_id") or header_rid
-        rid = str(rid) if rid else None
+        rid = self._rid(body.get("request_id")) or header_rid
         code = body.get("code")
         if status >= 300 or code:
-            code_s = str(code) if code else ("Throttling" if status == 429 else E.UNKNOWN)
-            message = body.get("message") or body.get("msg") or f"HTTP {status} {resp.reason_phrase}"
+            code_s = _snippet(self._line(str(code)), 100) if code else ("Throttling" if status == 429 else E.UNKNOWN)
+            message = body.get("message") or body.get("msg") or f"HTTP {status} {reason}"
             raise ServiceError(
-                code_s, self._redact(str(message)), http_status=status, request_id=rid, action=action,
+                code_s, _snippet(self._line(str(message)), 500), http_status=status, request_id=rid, action=action,
                 ambiguous=status >= 500, retry_after_s=retry_after,
                 retryable=None if status >= 300 else code_s in E.THROTTLING,
             )
@@ -405,15 +463,16 @@ class EnrollmentClient:
         return Reply(output=payload, request_id=rid, usage=usage if isinstance(usage, dict) else {})
 
     def _storage_error(self, resp: httpx.Response) -> ServiceError:
-        text = resp.text if resp.content else ""
+        text = self._line(resp.text) if resp.content else ""
         m = re.search(r"<Code>([^<]+)</Code>", text)
         msg = re.search(r"<Message>([^<]+)</Message>", text)
-        code = m.group(1) if m else E.UNKNOWN
-        message = msg.group(1) if msg else f"HTTP {resp.status_code} from the storage host: {_snippet(text) or '(empty)'}"
+        code = _snippet(m.group(1), 100) if m else E.UNKNOWN
+        message = _snippet(msg.group(1), 500) if msg else (
+            f"HTTP {resp.status_code} from the storage host: {_snippet(text) or '(empty)'}")
         rid = re.search(r"<RequestId>([^<]+)</RequestId>", text)
         return ServiceError(
-            code if code != "AccessDenied" else "AccessDenied", self._redact(message), http_status=resp.status_code,
-            request_id=rid.group(1) if rid else resp.headers.get("x-oss-request-id"), action="upload",
+            code, message, http_status=resp.status_code,
+            request_id=self._rid(rid.group(1) if rid else resp.headers.get("x-oss-request-id")), action="upload",
             hint="the upload policy expired or was refused; voiceprep fetches a new one and retries"
             if resp.status_code == 403 else None,
             retry_after_s=_retry_after(resp),
@@ -421,11 +480,30 @@ class EnrollmentClient:
         )
 
     def _redact(self, text: str) -> str:
-        key = self.settings.api_key.reveal()
-        return text.replace(key, "***") if key else text
+        return self.settings.api_key.scrub(text)
+
+    def _line(self, text: str) -> str:
+        """Server text for a one-line message: the key scrubbed, control characters escaped."""
+        return _printable(" ".join(self._redact(text).split()))
+
+    def _rid(self, value: Any) -> str | None:
+        """A request id as it may be printed and stored: scrubbed, printable, at most 200 characters."""
+        if value is None or value == "":
+            return None
+        return _snippet(self._line(str(value)), 200) or None
+
+    def _clean(self, value: Any) -> Any:
+        """A decoded JSON answer with the key scrubbed out of every string (keys and values)."""
+        if isinstance(value, str):
+            return self._redact(value)
+        if isinstance(value, dict):
+            return {self._redact(str(k)): self._clean(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [self._clean(v) for v in value]
+        return value
 
 
-def _has_request(exc: httpx.TransportError) -> bool:
+def _has_request(exc: httpx.RequestError) -> bool:
     try:
         exc.request  # noqa: B018 - raises RuntimeError when the exception carries no request
     except RuntimeError:

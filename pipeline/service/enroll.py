@@ -18,13 +18,16 @@ import httpx
 from . import errors as E
 from .client import DEPLOYING, READY, REFUSED, EnrollmentClient
 from .errors import ServiceError
-from .ledger import DELETED, FAILED, LEDGER_NAME, PENDING, Ledger, LedgerRow
+from .ledger import DELETED, FAILED, LEDGER_NAME, PENDING, Ledger, LedgerRow, display_path
 from .settings import EnrollSettings, ServiceSettings, check_prefix, check_target_model
 from .upload import Uploader, make_uploader
 
 log = logging.getLogger("voiceprep.enroll")
 
 Action = Literal["created", "existing", "reconciled", "none"]
+
+RECONCILE_MIN_INTERVAL_S = 1.0  # list_voice polls while waiting for the outcome of an unanswered create
+RECONCILE_MAX_INTERVAL_S = 30.0
 
 
 @dataclass
@@ -104,7 +107,11 @@ class Enroller:
     a ``pending`` row, left by a crash or a lost answer, is reconciled first); count the quota;
     upload; write a ``pending`` row; call create_voice; record the voice id. After an ambiguous
     failure of create_voice (timeout, dropped connection, 5xx) the voices with the prefix are listed
-    and queried for a ``resource_link`` of this audio before any new attempt.
+    and queried for a ``resource_link`` of this audio before any new attempt; when no answer came at
+    all, the list is polled until the voice appears or ``reconcile_timeout_s`` passes, so a create
+    still running on the service is found instead of being made twice.
+
+    ``sleep`` and ``clock`` are injectable so that tests never wait.
     """
 
     def __init__(
@@ -120,9 +127,11 @@ class Enroller:
         poll_interval_s: float = 5.0,
         create_attempts: int = 3,
         reconcile_delay_s: float = 15.0,
+        reconcile_timeout_s: float = 120.0,
         quota: int = 1000,
         create_options: Mapping[str, Any] | None = None,
         sleep: Callable[[float], None] = time.sleep,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.target_model = check_target_model(target_model)
         self.prefix = check_prefix(prefix)
@@ -134,9 +143,11 @@ class Enroller:
         self.poll_interval_s = poll_interval_s
         self.create_attempts = create_attempts
         self.reconcile_delay_s = reconcile_delay_s
+        self.reconcile_timeout_s = reconcile_timeout_s
         self.quota = quota
         self.create_options = dict(create_options or {})
         self._sleep = sleep
+        self._clock = clock
         self._remaining: int | None = None
         self._lock = threading.Lock()
 
@@ -161,7 +172,7 @@ class Enroller:
         try:
             data = p.read_bytes()
         except OSError as exc:
-            r = EnrollResult(str(p), "rejected", "", self.target_model, self.prefix)
+            r = EnrollResult(display_path(p), "rejected", "", self.target_model, self.prefix)
             return r.fail(ServiceError("Audio.DecoderError", f"cannot read the file: {exc.strerror}",
                                        hint="check the path and its permissions", retryable=False))
         return self.submit(data, source=str(p), filename=p.name)
@@ -169,9 +180,10 @@ class Enroller:
     # --- one clip ---
 
     def submit(self, data: bytes, *, source: str, filename: str) -> EnrollResult:
-        """Make sure a voice exists (or is being made) for these bytes; never raises a ServiceError."""
+        """Make sure a voice exists (or is being made) for these bytes; never raises a ServiceError.
+        ``source`` is shown and stored with the bytes of a non-UTF-8 name as ``\\xNN``."""
         sha = audio_sha256(data)
-        result = EnrollResult(source, "ok", sha, self.target_model, self.prefix)
+        result = EnrollResult(display_path(source), "ok", sha, self.target_model, self.prefix)
         with self._lock:
             try:
                 return self._submit(data, sha, filename, result)
@@ -205,10 +217,7 @@ class Enroller:
                     self.ledger.mark_failed(sha, self.target_model, exc.code, exc.message, exc.request_id)
                     raise
                 log.warning("create_voice for %s failed ambiguously (%s); reconciling", result.input, exc.code)
-                if exc.http_status is None or exc.http_status in (502, 504):
-                    # no answer came: the service may still be working on the request; let it finish first
-                    self._sleep(self.reconcile_delay_s)
-                found = self._reconcile(sha, uploaded.url, self.prefix)
+                found = self._await_outcome(sha, uploaded.url, exc)
                 if found is not None:
                     return self._adopt(found, sha, result, "reconciled")
                 if not exc.retryable or attempt >= self.create_attempts:
@@ -259,14 +268,46 @@ class Enroller:
         log.info("reconciled %s: %s already exists (%s)", result.input, voice_id, status)
         return result
 
-    def _reconcile(self, sha: str, url: str | None, prefix: str) -> tuple[str, dict[str, Any]] | None:
+    def _await_outcome(self, sha: str, url: str, exc: ServiceError) -> tuple[str, dict[str, Any]] | None:
+        """The voice an ambiguous create made, or None once it is known (or, for a create that got no
+        answer, presumed after ``reconcile_timeout_s``) that it made none.
+
+        A 5xx with a body is the service's final word on that request: one reconciliation. No answer
+        (timeout, dropped connection, a gateway's 502/504) or a 2xx without a voice id means the
+        service may still be creating it: wait ``reconcile_delay_s``, then poll the list with growing
+        intervals until the voice appears or the bound passes; no new create happens before.
+        """
+        status = exc.http_status
+        if status is not None and status not in (502, 504) and not 200 <= status < 300:
+            return self._reconcile(sha, url, self.prefix)
+        deadline = self._clock() + self.reconcile_timeout_s
+        wait = self.reconcile_delay_s
+        unrelated: set[str] = set()
+        polls = 0
+        while True:
+            self._sleep(max(min(wait, deadline - self._clock()), 0.0))
+            polls += 1
+            found = self._reconcile(sha, url, self.prefix, unrelated)
+            if found is not None:
+                return found
+            if self._clock() >= deadline:
+                log.warning("no voice from %s appeared in %d list polls over %.0f s; presuming the create made none",
+                            url.split("?")[0], polls, self.reconcile_timeout_s)
+                return None
+            wait = min(max(wait * 1.5, RECONCILE_MIN_INTERVAL_S), RECONCILE_MAX_INTERVAL_S)
+
+    def _reconcile(
+        self, sha: str, url: str | None, prefix: str, unrelated: set[str] | None = None
+    ) -> tuple[str, dict[str, Any]] | None:
         """Find a voice made from this audio that the ledger does not know: list_voice(prefix), then
-        query_voice on each unknown voice of the target model for its ``resource_link``."""
+        query_voice on each unknown voice of the target model for its ``resource_link``.
+        ``unrelated`` collects the voices already queried and found to be of other audio."""
         known = self.ledger.known_voice_ids()
+        skip = known | (unrelated if unrelated is not None else set())
         head = f"{self.target_model}-{prefix}-"
         candidates = [
             v for v in self.client.iter_voices(prefix)
-            if str(v.get("voice_id", "")).startswith(head) and v.get("voice_id") not in known
+            if str(v.get("voice_id", "")).startswith(head) and v.get("voice_id") not in skip
         ]
         candidates.sort(key=lambda v: str(v.get("gmt_create", "")), reverse=True)
         matches: list[tuple[str, dict[str, Any]]] = []
@@ -280,6 +321,8 @@ class Enroller:
                 raise
             if same_audio(info.get("resource_link"), url, sha):
                 matches.append((vid, info))
+            elif unrelated is not None:
+                unrelated.add(vid)
         if not matches:
             return None
         ok = [m for m in matches if m[1].get("status") == READY]
@@ -340,14 +383,19 @@ def make_client(
     *,
     transport: httpx.BaseTransport | None = None,
     sleep: Callable[[float], None] = time.sleep,
+    clock: Callable[[], float] = time.monotonic,
 ) -> EnrollmentClient:
+    """A client for the `enroll:` settings; ``DASHSCOPE_TIMEOUT`` / ``DASHSCOPE_MAX_RETRIES`` (read into
+    ``service``) win over ``request_timeout_s`` / ``max_retries``, as the SDK's environment wins over its file."""
+    service = service or ServiceSettings.from_env()
     return EnrollmentClient(
-        service or ServiceSettings.from_env(),
+        service,
         transport=transport,
-        timeout_s=settings.request_timeout_s,
-        max_retries=settings.max_retries,
+        timeout_s=service.timeout_s if service.timeout_s is not None else settings.request_timeout_s,
+        max_retries=service.max_retries if service.max_retries is not None else settings.max_retries,
         rate_limit_per_s=settings.rate_limit_per_s,
         sleep=sleep,
+        clock=clock,
     )
 
 
@@ -363,6 +411,7 @@ def make_enroller(
     uploader: Uploader | None = None,
     wait: bool | None = None,
     sleep: Callable[[float], None] = time.sleep,
+    clock: Callable[[], float] = time.monotonic,
 ) -> Enroller:
     """An Enroller for the `enroll:` settings; arguments override them. Close with ``close_enroller``."""
     chosen_prefix = prefix or settings.prefix
@@ -372,7 +421,7 @@ def make_enroller(
         raise ConfigError("a voice prefix is needed: pass --prefix or set enroll.prefix (1-10 lowercase letters/digits)")
     check_prefix(chosen_prefix)
     model = check_target_model(target_model or settings.target_model)
-    client = make_client(settings, service, transport=transport, sleep=sleep)
+    client = make_client(settings, service, transport=transport, sleep=sleep, clock=clock)
     if not isinstance(ledger, Ledger):
         ledger = Ledger(Path(ledger) if ledger is not None else default_ledger_path(settings, out_dir))
     options: dict[str, Any] = {}
@@ -389,9 +438,11 @@ def make_enroller(
         poll_interval_s=settings.poll_interval_s,
         create_attempts=settings.create_attempts,
         reconcile_delay_s=settings.reconcile_delay_s,
+        reconcile_timeout_s=settings.reconcile_timeout_s,
         quota=settings.quota,
         create_options=options,
         sleep=sleep,
+        clock=clock,
     )
 
 

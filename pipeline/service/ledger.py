@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import threading
 import time
@@ -35,6 +36,16 @@ CREATE TABLE IF NOT EXISTS voices (
 );
 CREATE INDEX IF NOT EXISTS voices_voice_id ON voices (voice_id);
 """
+
+
+def display_path(path: str | os.PathLike[str]) -> str:
+    """A path (or any text holding one) safe to print and store as UTF-8: the bytes of a name that is
+    not UTF-8 are shown as ``\\xNN`` (the real path stays the one to open)."""
+    raw = os.fspath(path)
+    try:
+        return os.fsencode(raw).decode("utf-8", "backslashreplace")
+    except UnicodeEncodeError:  # a lone surrogate that no file name decoded to
+        return raw.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def _now() -> str:
@@ -138,6 +149,7 @@ class Ledger:
     ) -> None:
         """Record the intent to create a voice from this audio at ``url`` (committed before the call)."""
         now = _now()
+        source = display_path(source) if source is not None else None
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
             try:

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import json
+import math
 import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal, get_args
+from urllib.parse import quote, quote_plus
 
 from pipeline.errors import ConfigError
 
@@ -15,6 +18,17 @@ BEIJING_BASE_URL = "https://dashscope.aliyuncs.com/api/v1"
 INTERNATIONAL_BASE_URL = "https://dashscope-intl.aliyuncs.com/api/v1"
 DEFAULT_BASE_URL = BEIJING_BASE_URL
 MAAS_REGIONS = ("cn-beijing", "ap-southeast-1", "us-east-1", "cn-hongkong", "eu-central-1", "ap-northeast-1")
+# SDK 2.x's shared host per region when no workspace is set (regions without one use the international host)
+SHARED_BASE_URLS = {
+    "cn-beijing": BEIJING_BASE_URL,
+    "ap-southeast-1": INTERNATIONAL_BASE_URL,
+    "cn-hongkong": "https://cn-hongkong.dashscope.aliyuncs.com/api/v1",
+    "us-east-1": INTERNATIONAL_BASE_URL,
+    "eu-central-1": INTERNATIONAL_BASE_URL,
+    "ap-northeast-1": INTERNATIONAL_BASE_URL,
+}
+MAX_TIMEOUT_S = 3600.0  # per request
+MAX_RETRIES = 100
 
 ENROLLMENT_MODEL = "voice-enrollment"
 DEFAULT_TARGET_MODEL = "cosyvoice-v1"
@@ -60,19 +74,59 @@ def check_target_model(model: str) -> str:
     return model
 
 
+def check_api_key(value: str, source: str = "the API key") -> str:
+    """``value`` if it is a usable key: printable ASCII without spaces. The error names ``source``
+    (the variable or file it came from) and the offending character's position, never the key."""
+    if not value:
+        raise ConfigError(f"{source} is empty")
+    for i, ch in enumerate(value, 1):
+        if "\x21" <= ch <= "\x7e":
+            continue
+        if ch in "\r\n":
+            what = "a line break"
+        elif ch.isspace():
+            what = "whitespace"
+        elif ord(ch) < 0x20 or 0x7F <= ord(ch) <= 0x9F:
+            what = "a control character"
+        else:
+            what = "a non-ASCII character"
+        raise ConfigError(
+            f"{source} holds {what} at character {i}: an API key is printable ASCII without spaces; "
+            "copy it again from the Model Studio console (the key was not used)"
+        )
+    return value
+
+
 class ApiKey:
-    """The DashScope API key. Its text is shown only by ``reveal()``: never by repr, str or pickling."""
+    """The DashScope API key. Its text is shown only by ``reveal()``: never by repr, str or pickling.
+
+    A key that is not printable ASCII without spaces is refused (``ConfigError`` naming ``source``):
+    it could not be sent in a header, and the HTTP library's error would print it.
+    """
 
     __slots__ = ("_value",)
 
-    def __init__(self, value: str) -> None:
-        value = value.strip()
-        if not value:
-            raise ConfigError("the API key is empty")
-        self._value = value
+    def __init__(self, value: str, source: str = "the API key") -> None:
+        self._value = check_api_key(value, source)
 
     def reveal(self) -> str:
         return self._value
+
+    def forms(self) -> tuple[str, ...]:
+        """The key as it may appear in text: raw, percent-encoded (both cases), JSON- or repr-escaped;
+        longest first, so that ``scrub`` never leaves part of a longer form behind."""
+        key = self._value
+        encoded = quote(key, safe="")
+        found = {key, encoded, quote_plus(key, safe=""), re.sub(r"%[0-9A-F]{2}", lambda m: m.group(0).lower(), encoded),
+                 json.dumps(key)[1:-1], repr(key)[1:-1]}
+        return tuple(sorted(found, key=len, reverse=True))
+
+    def scrub(self, text: str) -> str:
+        """``text`` with every form of the key replaced by ``***``."""
+        for form in self.forms():
+            if form in text:
+                text = text.replace(form, "***")
+        return text
 
     def __repr__(self) -> str:
         return "ApiKey('***')"
@@ -90,13 +144,44 @@ class ApiKey:
         raise TypeError("an API key is never pickled; read it from DASHSCOPE_API_KEY in each process")
 
 
+def _env(env: Mapping[str, str], name: str) -> str | None:
+    """A variable's value; empty counts as unset, as in the SDK."""
+    value = env.get(name)
+    return value if value else None
+
+
+def _env_seconds(env: Mapping[str, str], name: str) -> float | None:
+    raw = _env(env, name)
+    if raw is None:
+        return None
+    try:
+        value = float(raw)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and 0 < value <= MAX_TIMEOUT_S):
+        raise ConfigError(f"{name}={raw[:40]!r} must be a number of seconds above 0 and at most {MAX_TIMEOUT_S:.0f}")
+    return value
+
+
+def _env_count(env: Mapping[str, str], name: str) -> int | None:
+    raw = _env(env, name)
+    if raw is None:
+        return None
+    if not re.fullmatch(r"[0-9]{1,3}", raw.strip()) or int(raw) > MAX_RETRIES:
+        raise ConfigError(f"{name}={raw[:40]!r} must be a whole number from 0 to {MAX_RETRIES}")
+    return int(raw)
+
+
 @dataclass(frozen=True)
 class ServiceSettings:
-    """Where and how to reach the service: key, ``base_url`` (ending in ``/api/v1``), workspace header."""
+    """Where and how to reach the service: key, ``base_url`` (ending in ``/api/v1``), workspace header,
+    and the SDK's ``timeout_s`` / ``max_retries`` when the environment sets them (None: the `enroll:` ones)."""
 
     api_key: ApiKey = field(repr=False)
     base_url: str = DEFAULT_BASE_URL
     workspace: str | None = None
+    timeout_s: float | None = None
+    max_retries: int | None = None
 
     def __post_init__(self) -> None:
         url = self.base_url.strip().rstrip("/")
@@ -114,48 +199,70 @@ class ServiceSettings:
         workspace: str | None = None,
         home: Path | None = None,
     ) -> ServiceSettings:
-        """Read the SDK's variables: ``DASHSCOPE_API_KEY`` (or ``DASHSCOPE_API_KEY_FILE_PATH``, then
-        ``~/.dashscope/api_key``), ``DASHSCOPE_HTTP_BASE_URL`` (``DASHSCOPE_BASE_URL``),
-        ``DASHSCOPE_API_REGION`` + ``DASHSCOPE_WORKSPACE_ID`` for a workspace host, and
-        ``DASHSCOPE_WORKSPACE`` for the ``X-DashScope-WorkSpace`` header. Arguments win over the environment.
+        """Read the SDK's variables, with the SDK's precedence (arguments win over the environment).
+
+        The key: ``DASHSCOPE_API_KEY``, else the file named by ``DASHSCOPE_API_KEY_FILE_PATH``, else
+        ``~/.dashscope/api_key``. The base URL: ``DASHSCOPE_BASE_URL`` (SDK 2.x), else
+        ``DASHSCOPE_HTTP_BASE_URL`` (1.x, and 2.x's fallback); else ``DASHSCOPE_REGION`` (2.x) gives the
+        workspace host of that region when a workspace is set (``DASHSCOPE_WORKSPACE``, else
+        ``DASHSCOPE_WORKSPACE_ID``) or that region's shared host; else ``DASHSCOPE_API_REGION`` +
+        ``DASHSCOPE_WORKSPACE_ID`` (1.x) give the workspace host; else Beijing. ``DASHSCOPE_WORKSPACE``
+        sends the ``X-DashScope-WorkSpace`` header. ``DASHSCOPE_TIMEOUT`` (seconds per request) and
+        ``DASHSCOPE_MAX_RETRIES`` override `enroll:`'s ``request_timeout_s`` and ``max_retries``.
         """
         e = os.environ if env is None else env
-        key = api_key or e.get("DASHSCOPE_API_KEY") or _key_from_file(e, home)
-        if not key:
-            raise ConfigError(
-                "no API key: set DASHSCOPE_API_KEY (Model Studio console > API keys); "
-                "the key must belong to the same region as DASHSCOPE_HTTP_BASE_URL"
-            )
-        url = base_url or e.get("DASHSCOPE_HTTP_BASE_URL") or e.get("DASHSCOPE_BASE_URL")
-        if not url:
-            region = e.get("DASHSCOPE_API_REGION")
-            ws_id = e.get("DASHSCOPE_WORKSPACE_ID")
-            if region and ws_id:
-                url = workspace_base_url(ws_id, region)
-            elif region and region != "cn-beijing":
+        if api_key:
+            key = ApiKey(api_key, "the api_key argument")
+        elif _env(e, "DASHSCOPE_API_KEY"):
+            key = ApiKey(e["DASHSCOPE_API_KEY"], "DASHSCOPE_API_KEY")
+        else:
+            found = _key_from_file(e, home)
+            if found is None:
                 raise ConfigError(
-                    f"DASHSCOPE_API_REGION={region} needs DASHSCOPE_WORKSPACE_ID (or set DASHSCOPE_HTTP_BASE_URL)"
+                    "no API key: set DASHSCOPE_API_KEY (Model Studio console > API keys); "
+                    "the key must belong to the same region as DASHSCOPE_HTTP_BASE_URL"
                 )
-            else:
-                url = DEFAULT_BASE_URL
-        ws = workspace if workspace is not None else (e.get("DASHSCOPE_WORKSPACE") or None)
-        return cls(api_key=ApiKey(key), base_url=url, workspace=ws)
+            key = ApiKey(*found)
+        ws = workspace if workspace is not None else _env(e, "DASHSCOPE_WORKSPACE")
+        url = base_url or _env(e, "DASHSCOPE_BASE_URL") or _env(e, "DASHSCOPE_HTTP_BASE_URL") or _region_url(e, ws)
+        return cls(api_key=key, base_url=url, workspace=ws, timeout_s=_env_seconds(e, "DASHSCOPE_TIMEOUT"),
+                   max_retries=_env_count(e, "DASHSCOPE_MAX_RETRIES"))
 
 
-def _key_from_file(env: Mapping[str, str], home: Path | None) -> str | None:
-    named = env.get("DASHSCOPE_API_KEY_FILE_PATH")
-    candidates = [Path(named)] if named else []
+def _region_url(env: Mapping[str, str], workspace: str | None) -> str:
+    """The base URL when none is set: from ``DASHSCOPE_REGION`` (2.x), else ``DASHSCOPE_API_REGION`` (1.x)."""
+    region = _env(env, "DASHSCOPE_REGION")
+    ws_id = workspace or _env(env, "DASHSCOPE_WORKSPACE_ID")
+    if region is not None:
+        if region not in MAAS_REGIONS:
+            raise ConfigError(f"DASHSCOPE_REGION={region[:40]!r} is not a region; valid: {', '.join(MAAS_REGIONS)}")
+        return workspace_base_url(ws_id, region) if ws_id else SHARED_BASE_URLS[region]
+    region = _env(env, "DASHSCOPE_API_REGION")
+    ws_id = _env(env, "DASHSCOPE_WORKSPACE_ID")
+    if region and ws_id:
+        return workspace_base_url(ws_id, region)
+    if region and region != "cn-beijing":
+        raise ConfigError(
+            f"DASHSCOPE_API_REGION={region[:40]} needs DASHSCOPE_WORKSPACE_ID (or set DASHSCOPE_HTTP_BASE_URL)"
+        )
+    return DEFAULT_BASE_URL
+
+
+def _key_from_file(env: Mapping[str, str], home: Path | None) -> tuple[str, str] | None:
+    """(key, where it came from) from ``DASHSCOPE_API_KEY_FILE_PATH`` or ``~/.dashscope/api_key``."""
+    named = _env(env, "DASHSCOPE_API_KEY_FILE_PATH")
+    candidates = [(Path(named), f"the file named by DASHSCOPE_API_KEY_FILE_PATH ({named})")] if named else []
     if home is not None:
-        candidates.append(home / ".dashscope" / "api_key")
+        candidates.append((home / ".dashscope" / "api_key", "~/.dashscope/api_key"))
     elif env is os.environ:
-        candidates.append(Path.home() / ".dashscope" / "api_key")
-    for p in candidates:
+        candidates.append((Path.home() / ".dashscope" / "api_key", "~/.dashscope/api_key"))
+    for p, source in candidates:
         try:
             text = p.read_text(encoding="utf-8").strip()
-        except OSError:
+        except (OSError, UnicodeDecodeError):
             continue
         if text:
-            return text
+            return text, source
     return None
 
 
@@ -168,17 +275,33 @@ def _check_keys(data: Mapping[str, Any], valid: tuple[str, ...], where: str) -> 
         raise ConfigError(f"{where} has no key {unknown[0]!r}; valid keys: {', '.join(valid)}")
 
 
+MAX_SETTING = 1e9  # no `enroll:` number means anything beyond this (seconds, counts, requests per second)
+
+
+def _show(value: Any) -> str:
+    """A config value for an error message, short (a 5000-digit number cannot even be printed)."""
+    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 64:
+        return f"a number of about {int(value.bit_length() * 0.30103) + 1} digits"
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
 def _typed(value: Any, tp: type, where: str, *, allow_none: bool = False) -> Any:
+    """``value`` checked against ``tp``; numbers must be finite and at most ``MAX_SETTING`` in size."""
     if value is None and allow_none:
         return None
-    if tp is float and isinstance(value, (int, float)) and not isinstance(value, bool):
-        return float(value)
-    if tp is int and isinstance(value, int) and not isinstance(value, bool):
-        return value
+    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if number and tp in (float, int):
+        if (isinstance(value, float) and not math.isfinite(value)) or abs(value) > MAX_SETTING:
+            raise ConfigError(f"{where}: expected a finite number up to {MAX_SETTING:.0e}, got {_show(value)}")
+        if tp is float:
+            return float(value)
+        if isinstance(value, int):
+            return value
     if tp in (str, bool) and isinstance(value, tp):
         return value
     names = {float: "a number", int: "an integer", str: "a string", bool: "true or false"}
-    raise ConfigError(f"{where}: expected {names[tp]}{' or null' if allow_none else ''}, got {value!r}")
+    raise ConfigError(f"{where}: expected {names[tp]}{' or null' if allow_none else ''}, got {_show(value)}")
 
 
 @dataclass(frozen=True)
@@ -241,6 +364,7 @@ class EnrollSettings:
     request_timeout_s: float = 60.0
     create_attempts: int = 3
     reconcile_delay_s: float = 15.0
+    reconcile_timeout_s: float = 120.0
     quota: int = VOICE_QUOTA
     language_hints: tuple[str, ...] | None = None
 
@@ -257,8 +381,9 @@ class EnrollSettings:
         for name in ("ready_timeout_s", "poll_interval_s", "rate_limit_per_s", "request_timeout_s"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"enroll.{name} must be positive")
-        if self.reconcile_delay_s < 0:
-            raise ConfigError("enroll.reconcile_delay_s must be >= 0")
+        for name in ("reconcile_delay_s", "reconcile_timeout_s"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"enroll.{name} must be >= 0")
         if self.max_retries < 0 or self.create_attempts < 1 or self.quota < 1:
             raise ConfigError("enroll.max_retries must be >= 0, create_attempts and quota >= 1")
 
@@ -275,7 +400,8 @@ class EnrollSettings:
         for name in ("prefix", "public_base_url", "ledger"):
             if name in data:
                 kw[name] = _typed(data[name], str, f"enroll.{name}", allow_none=True)
-        for name in ("ready_timeout_s", "poll_interval_s", "rate_limit_per_s", "request_timeout_s", "reconcile_delay_s"):
+        for name in ("ready_timeout_s", "poll_interval_s", "rate_limit_per_s", "request_timeout_s", "reconcile_delay_s",
+                     "reconcile_timeout_s"):
             if name in data:
                 kw[name] = _typed(data[name], float, f"enroll.{name}")
         for name in ("max_retries", "create_attempts", "quota"):

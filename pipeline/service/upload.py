@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from typing import Any, Protocol
 from urllib.parse import quote
@@ -65,7 +66,7 @@ class PublicUploader:
         self.base_url = base_url if base_url.endswith("/") else base_url + "/"
 
     def upload(self, data: bytes, *, object_name: str, filename: str) -> Uploaded:
-        return Uploaded(self.base_url + quote(filename))
+        return Uploaded(self.base_url + quote(os.fsencode(filename)))  # a non-UTF-8 name: its own bytes
 
 
 class S3Uploader:
