@@ -9,6 +9,7 @@ from pipeline.clip import Clip, Fact
 from pipeline.errors import service_error
 from pipeline.measures.dnsmos import dnsmos
 from pipeline.measures.frames import as_mono, to_rate
+from pipeline.measures.spectrum import HUM_MIN_S
 from pipeline.measures.summary import measure
 from pipeline.registry import register
 from pipeline.speech import segments_of as speech_segments
@@ -24,8 +25,9 @@ def _fmt_rate(hz: float) -> str:
 class Quality:
     """Predict the service's noisy/fluctuating refusals and say how to fix them (channel 1 judged).
 
-    Measures SNR (dB), clipping, short-term loudness spread (LU), DC offset, mains hum, effective
-    bandwidth (Hz), music in the pauses and a change of voice; adds them to ``info["metrics"]``.
+    Measures SNR (dB, with or without pauses), clipping, short-term loudness spread (LU), DC
+    offset, mains hum (a comb of lines), effective bandwidth (Hz), music in the pauses and a second
+    voice (voice embeddings); adds them to ``info["metrics"]``.
     Raises InternalError ("audio preprocess server error") when the clip is likely refused as
     noisy or fluctuating; warns otherwise: low_snr, clipping, unsteady_loudness, hum,
     narrowband, music_bed, multiple_speakers, dc_offset.
@@ -43,13 +45,19 @@ class Quality:
         12.0, "warn (unsteady_loudness) when 1 s loudness over speech spreads (P95-P10) more than this (LU)"
     )
     refuse_loudness_spread_lu: float = option(18.0, "refuse (InternalError) when the loudness spread is over this (LU)")
-    min_hum_prominence_db: float = option(10.0, "a 50/60 Hz line this far (dB) over its surroundings is hum")
-    max_hum_db: float = option(-45.0, "warn (hum) when the hum's power relative to the whole signal is over this (dB)")
+    min_hum_prominence_db: float = option(
+        10.0, "a mains line (fundamental 45-65 Hz or a harmonic) this far (dB) over its surroundings is hum"
+    )
+    max_hum_db: float = option(
+        -50.0, "warn (hum) when the hum lines' power relative to the whole signal is over this (dB); not under 5 s of audio"
+    )
     min_bandwidth_hz: float = option(6000.0, "warn (narrowband) when the speech holds nothing above this (Hz)")
     max_music_share: float = option(
         0.2, "music_bed when held tones sound in more than this share of the pauses (0-1); refused if SNR < min_snr_db"
     )
-    max_speaker_change: float = option(0.1, "warn (multiple_speakers) when the voice-change evidence is over this")
+    max_voice_distance: float = option(
+        0.2, "warn (multiple_speakers) when the cosine distance between the two voice groups (0-2) is over this"
+    )
     max_dc_offset: float = option(0.02, "warn (dc_offset) when the mean sample is further than this from 0 (full scale 1)")
     dnsmos: bool = option(False, "also score DNSMOS (needs the `dnsmos` extra; about 2.4 s per 20 s clip, 6 s on the first call)")
 
@@ -62,9 +70,14 @@ class Quality:
             raise ValueError("max_clipped_ratio and max_music_share must be between 0 and 1")
         if self.min_bandwidth_hz <= 0 or self.max_dc_offset < 0:
             raise ValueError("min_bandwidth_hz must be positive and max_dc_offset >= 0")
+        if not 0.0 < self.max_voice_distance <= 2.0:
+            raise ValueError("max_voice_distance must be over 0 and at most 2")
 
-    def findings(self, m: dict[str, Any], source_rate: int) -> tuple[list[tuple[str, str, str]], list[tuple[str, str]]]:
-        """``(warnings, refusals)``: ``(code, message, hint)`` and ``(message, hint)`` from the metrics."""
+    def findings(
+        self, m: dict[str, Any], source_rate: int, duration_s: float
+    ) -> tuple[list[tuple[str, str, str]], list[tuple[str, str]]]:
+        """``(warnings, refusals)``: ``(code, message, hint)`` and ``(message, hint)`` from the metrics
+        of a clip of ``duration_s`` seconds stored at ``source_rate``."""
         warn: list[tuple[str, str, str]] = []
         refuse: list[tuple[str, str]] = []
         snr = m["snr_db"]
@@ -93,10 +106,16 @@ class Quality:
                 f"clipping: {100 * m['clipped_ratio']:.2f} % of samples on flat tops (longest {m['clipped_run_ms']:.1f} ms)",
                 "lower the recording gain so that peaks stay under -3 dBFS and record again; clipping cannot be undone",
             ))
-        if m["hum_hz"] is not None and m["hum_prominence_db"] >= self.min_hum_prominence_db and m["hum_db"] > self.max_hum_db:
+        if (
+            duration_s >= HUM_MIN_S
+            and m["hum_hz"] is not None
+            and m["hum_prominence_db"] >= self.min_hum_prominence_db
+            and m["hum_db"] > self.max_hum_db
+        ):
             warn.append((
                 "hum",
-                f"mains hum at {m['hum_hz']:.0f} Hz, {m['hum_db']:.0f} dB under the signal",
+                f"mains hum at {m['hum_hz']:.1f} Hz ({m['hum_lines']} lines, the strongest "
+                f"{m['hum_prominence_db']:.0f} dB over its surroundings), {-m['hum_db']:.0f} dB under the signal",
                 "use a battery-powered or USB microphone away from power supplies; `voiceprep run` notches it out",
             ))
         nyquist = source_rate / 2
@@ -107,10 +126,13 @@ class Quality:
                 "a phone-quality or low-rate recording, resampled",
                 "record again at 16 kHz or more; resampling cannot restore the lost treble and the clone will sound muffled",
             ))
-        if m["speaker_change"] > self.max_speaker_change:
+        distance = m["voice_distance"]
+        if distance is not None and distance > self.max_voice_distance:
+            a, b = m["voice_groups_s"]
             warn.append((
                 "multiple_speakers",
-                f"the voice seems to change (evidence {m['speaker_change']:.2f} over {self.max_speaker_change:.2f})",
+                f"two voices: about {a:.0f} s and {b:.0f} s of speech sound like different people "
+                f"(voice distance {distance:.2f}, over {self.max_voice_distance:.2f})",
                 "keep only one person's voice in the clip",
             ))
         if abs(m["dc_offset"]) > self.max_dc_offset:
@@ -126,7 +148,7 @@ class Quality:
         q = measure(clip.samples[0], clip.sample_rate, segs)
         if self.dnsmos:
             q.update(dnsmos(to_rate(as_mono(clip.samples[0]), clip.sample_rate)))
-        warn, refuse = self.findings(q, clip.source.sample_rate)
+        warn, refuse = self.findings(q, clip.source.sample_rate, clip.samples.shape[-1] / clip.sample_rate)
         metrics = {**clip.metrics, **q}
         metrics["quality_warnings"] = [c for c, _, _ in warn]
         if refuse:

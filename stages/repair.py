@@ -29,20 +29,54 @@ def highpass(x: np.ndarray, sample_rate: int, cutoff_hz: float) -> np.ndarray:
     return np.asarray(sosfiltfilt(butter_highpass(2, cutoff_hz, sample_rate), x), dtype=np.float32)
 
 
-def notch_hum(x: np.ndarray, sample_rate: int, freq_hz: float, harmonics: int = 4, q_factor: float = 30.0) -> np.ndarray:
-    """Zero-phase notches at ``freq_hz`` and its first ``harmonics`` multiples (bandwidth f/Q),
-    run as one cascade of second-order sections forwards and backwards."""
-    if x.shape[-1] < 64:
-        return np.asarray(x, dtype=np.float32)
-    sections = []
-    for k in range(1, harmonics + 1):
-        f = freq_hz * k
-        if f >= 0.45 * sample_rate:
-            break
-        sections.append(notch(f, q_factor, sample_rate))
-    if not sections:
+def notch_lines(x: np.ndarray, sample_rate: int, lines_hz: np.ndarray, width_hz: float = 3.0) -> np.ndarray:
+    """Zero-phase notches ``width_hz`` wide at each of ``lines_hz`` (measured frequencies, Hz),
+    run as one cascade of second-order sections forwards and backwards, on every channel."""
+    sections = [notch(float(f), float(f) / width_hz, sample_rate) for f in lines_hz if f < 0.45 * sample_rate]
+    if not sections or x.shape[-1] < 64:
         return np.asarray(x, dtype=np.float32)
     return np.asarray(sosfiltfilt(np.array(sections), x), dtype=np.float32)
+
+
+def remove_hum(
+    x: np.ndarray, sample_rate: int, *, trigger_db: float = 10.0, width_hz: float = 3.0, passes: int = 3
+) -> tuple[np.ndarray, dict[str, Any] | None]:
+    """Measure the mains comb on channel 0 of ``(channels, frames)`` ``x``; when a line stands
+    ``trigger_db`` over its surroundings, notch every harmonic that stands out (``MIN_LINE_DB``),
+    at its measured frequency, on every channel; re-measure and notch what still stands out, up
+    to ``passes`` times (a strong line needs the depth of two notches). Kept when the strongest
+    notched line fell by ``GONE_DB`` or more; returns the audio (the input when not kept) and the
+    record (None when nothing called for it)."""
+    y = np.asarray(x, dtype=np.float32)
+    h = spectrum.measure_hum(y[0], sample_rate)
+    if h.f0_hz is None or h.peak_prominence_db < trigger_db:
+        return y, None
+    notched: set[float] = set()
+    current = h
+    done = 0
+    while done < passes and len(current.lines_hz):
+        y = notch_lines(y, sample_rate, current.lines_hz, width_hz)
+        notched.update(round(float(f), 2) for f in current.lines_hz)
+        done += 1
+        current = spectrum.measure_hum(y[0], sample_rate)
+        if current.f0_hz is None or current.peak_prominence_db < spectrum.MIN_LINE_DB:
+            break
+    lines = np.array(sorted(notched))
+    left, level_after = spectrum.residual_lines(y[0], sample_rate, lines)
+    after = float(np.max(left)) if len(left) else 0.0
+    kept = bool(after <= h.peak_prominence_db - GONE_DB and np.all(np.isfinite(y)))
+    record = {
+        "repair": "hum_notch",
+        "before": round(h.peak_prominence_db, 1),
+        "after": round(after, 1),
+        "kept": kept,
+        "hum_hz": round(float(h.f0_hz), 2),
+        "lines": len(lines),
+        "passes": done,
+        "level_before_db": round(h.level_db(spectrum.MIN_LINE_DB), 1),
+        "level_after_db": round(level_after, 1),
+    }
+    return (y if kept else np.asarray(x, dtype=np.float32)), record
 
 
 def denoise(x: np.ndarray, sample_rate: int) -> np.ndarray:
@@ -54,6 +88,9 @@ def denoise(x: np.ndarray, sample_rate: int) -> np.ndarray:
 
 
 T = TypeVar("T")
+
+
+GONE_DB = 6.0  # a notched line must fall this far for the hum repair to be kept
 
 
 def _per_copy(measure: Callable[[np.ndarray], T]) -> Callable[[np.ndarray], T]:
@@ -80,7 +117,9 @@ class Repair:
 
     Each repair: measure channel 0; if over its trigger, apply to every channel; measure again;
     keep the result only if the measure improved by the stated margin and the SNR did not drop
-    by more than 1 dB. Uses the clip's speech map (detects speech when it has none). Raises nothing.
+    by more than 1 dB. Hum: notches at every measured line, re-measured and notched again up to
+    ``hum_passes`` times, kept when the strongest line fell by 6 dB. Uses the clip's speech map
+    (detects speech when it has none). Raises nothing.
     """
 
     name: ClassVar[str] = "repair"
@@ -93,9 +132,13 @@ class Repair:
     highpass: bool = option(True, "high-pass at highpass_hz when rumble is over min_rumble_db")
     highpass_hz: float = option(70.0, "high-pass corner (Hz)")
     min_rumble_db: float = option(-30.0, "power under 60 Hz relative to the signal (dB) that calls for the high-pass")
-    hum: bool = option(True, "notch mains hum when a 50/60 Hz line stands min_hum_prominence_db over its surroundings")
-    min_hum_prominence_db: float = option(10.0, "hum line prominence (dB) that calls for the notch")
-    hum_harmonics: int = option(4, "notch the hum frequency and this many multiples in all")
+    hum: bool = option(
+        True, "notch mains hum (every line of the measured comb, at its own frequency) when a line stands "
+        "min_hum_prominence_db over its surroundings"
+    )
+    min_hum_prominence_db: float = option(10.0, "hum line prominence (dB) that calls for the notches")
+    hum_notch_hz: float = option(3.0, "width of each hum notch (Hz)")
+    hum_passes: int = option(3, "notch, re-measure and notch what still stands out, at most this many times")
     denoise: bool = option(False, "spectral-gating denoiser (extra `denoise`: noisereduce) when SNR < denoise_below_snr_db")
     denoise_below_snr_db: float = option(20.0, "SNR (dB) under which the denoiser is tried")
     denoise_min_gain_db: float = option(3.0, "keep the denoised audio only if the SNR rose by at least this (dB)")
@@ -103,8 +146,8 @@ class Repair:
     def __post_init__(self) -> None:
         if not 20.0 <= self.highpass_hz <= 150.0:
             raise ValueError("highpass_hz must be between 20 and 150")
-        if not 1 <= self.hum_harmonics <= 10:
-            raise ValueError("hum_harmonics must be between 1 and 10")
+        if not 1 <= self.hum_passes <= 5 or not 0.5 <= self.hum_notch_hz <= 10.0:
+            raise ValueError("hum_passes must be between 1 and 5 and hum_notch_hz between 0.5 and 10")
         if self.min_dc_offset < 0 or self.denoise_min_gain_db < 0:
             raise ValueError("min_dc_offset and denoise_min_gain_db must be >= 0")
         if self.denoise and importlib.util.find_spec("noisereduce") is None:
@@ -124,13 +167,7 @@ class Repair:
         x16 = analysed(x)
 
         snr = _per_copy(lambda y16: noise.snr_estimate(y16, frames.ANALYSIS_RATE, segs)[0])
-        low = _per_copy(lambda y16: spectrum.low_spectrum(y16, frames.ANALYSIS_RATE))  # read by rumble and hum
-
-        def rumble(y16: np.ndarray) -> float:
-            return spectrum.rumble_db(y16, frames.ANALYSIS_RATE, spectrum=low(y16))
-
-        def hum(y16: np.ndarray) -> tuple[float | None, float, float]:
-            return spectrum.hum(y16, frames.ANALYSIS_RATE, spectrum=low(y16))
+        rumble = _per_copy(lambda y16: spectrum.rumble_db(y16, frames.ANALYSIS_RATE))
 
         def attempt(
             name: str, measure: Callable[[np.ndarray], float], fix: Callable[[np.ndarray], np.ndarray], margin: float
@@ -162,15 +199,14 @@ class Repair:
                 lambda y: highpass(y, rate, self.highpass_hz),
                 3.0,
             )
-        hz, prominence, _ = hum(x16)
-        if self.hum and hz is not None and prominence >= self.min_hum_prominence_db:
-            base = hz
-
-            def hum_prominence(y16: np.ndarray) -> float:
-                f, p, _ = hum(y16)
-                return p if f == base else min(p, 6.0)
-
-            attempt("hum_notch", hum_prominence, lambda y: notch_hum(y, rate, base, self.hum_harmonics), 6.0)
+        if self.hum and x.shape[-1] >= spectrum.HUM_MIN_S * rate:  # shorter: a voice can pass for a line
+            y, record = remove_hum(
+                x, rate, trigger_db=self.min_hum_prominence_db, width_hz=self.hum_notch_hz, passes=self.hum_passes
+            )
+            if record is not None:
+                records.append(record)
+                if record["kept"]:
+                    x, x16 = y, analysed(y)
         if self.denoise and snr(x16) < self.denoise_below_snr_db:
             attempt("denoise", lambda y16: -snr(y16), lambda y: denoise(y, rate), self.denoise_min_gain_db)
         if not records:

@@ -33,8 +33,8 @@ def test_clean_reader_passes_with_metrics():
     out = registry.build("quality", {})(clip_of(x, speech=found).measured(speech_s=1.0))
     m = out.metrics
     assert m["speech_s"] == 1.0  # merged with what was there
-    for key in ("snr_db", "clipped_ratio", "loudness_spread_lu", "dc_offset", "hum_hz", "bandwidth_hz", "music_share",
-                "speaker_change"):
+    for key in ("snr_db", "snr_floor_db", "snr_wada_db", "clipped_ratio", "loudness_spread_lu", "dc_offset", "hum_hz",
+                "hum_db", "bandwidth_hz", "music_share", "voice_distance", "voice_groups_s"):
         assert key in m
     assert not {"low_snr", "music_bed", "multiple_speakers", "unsteady_loudness", "clipping"} & {w.code for w in out.warnings}
 
@@ -78,9 +78,27 @@ def test_ramp_refused_clipping_warned():
 def test_hum_and_two_voices_warned():
     x, segs = qs.reader_without_hum()
     stage = registry.build("quality", {})
-    assert "hum" in {w.code for w in stage(clip_of(qs.add_hum(x, R, 50.0, -30.0, segs))).warnings}
+    out = stage(clip_of(qs.add_hum(x, R, 59.8, -30.0, segs)))
+    hum = {w.code: w for w in out.warnings}["hum"]
+    assert "59.8 Hz" in hum.message
     two = np.concatenate([qs.load("speech_arctic_awb_16k.wav"), qs.load("speech_arctic_slt_16k.wav")])
-    assert "multiple_speakers" in {w.code for w in stage(clip_of(two)).warnings}
+    w = {w.code: w for w in stage(clip_of(two)).warnings}
+    assert "two voices" in w["multiple_speakers"].message
+
+
+def test_hum_not_judged_under_five_seconds():
+    x, segs = qs.reader_without_hum()
+    short = qs.add_hum(x, R, 60.0, -20.0, segs)[: int(4.5 * R)]
+    assert "hum" not in {w.code for w in registry.build("quality", {})(clip_of(short)).warnings}
+
+
+def test_noise_the_vad_hears_as_speech_is_refused():
+    """Babble 5 dB under the reader: the VAD hears speech in 98 % of the clip (51 % without the babble)."""
+    x, segs = qs.reader_without_hum()
+    y = qs.mix_at_snr(x, qs.babble(len(x)), 5.0, R, segs)
+    with pytest.raises(PipelineError) as err:
+        registry.build("quality", {})(clip_of(y))
+    assert err.value.code == "InternalError" and err.value.metrics["snr_db"] < 10
 
 
 def test_only_the_first_channel_is_judged():
@@ -99,3 +117,5 @@ def test_options_are_checked():
         registry.build("quality", {"refuse_snr_db": 30.0})
     with pytest.raises(ConfigError):
         registry.build("quality", {"min_snr_dB": 30.0})
+    with pytest.raises(ConfigError):
+        registry.build("quality", {"max_voice_distance": 0.0})

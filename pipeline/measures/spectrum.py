@@ -1,6 +1,8 @@
-"""Low-frequency and bandwidth measures: mains hum, rumble (dB), effective bandwidth (Hz)."""
+"""Low-frequency and bandwidth measures: mains hum (a measured comb of lines), rumble (dB), effective bandwidth (Hz)."""
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -8,7 +10,7 @@ from pipeline.numeric import median, percentile
 
 from .frames import EPS, frame_mask, frames_of, power_db, to_rate
 
-LOW_RATE = 1000  # hum and rumble live under 400 Hz: measured on a 1 kHz copy
+LOW_RATE = 1000  # rumble lives under 400 Hz: measured on a 1 kHz copy
 
 
 Spectrum = tuple[np.ndarray, np.ndarray, np.ndarray]
@@ -26,44 +28,6 @@ def low_spectrum(x: np.ndarray, sample_rate: int, *, top_hz: float = 400.0) -> S
     spec = np.abs(np.fft.rfft(fr * win, axis=1)[:, :top]) ** 2
     norm = 2.0 / (LOW_RATE * float(np.sum(win**2)))  # one-sided PSD
     return np.arange(top, dtype=np.float64), percentile(spec, 20, axis=0) * norm, np.mean(spec, axis=0) * norm
-
-
-def hum(
-    x: np.ndarray, sample_rate: int, *, harmonics: int = 6, spectrum: Spectrum | None = None
-) -> tuple[float | None, float, float]:
-    """Mains hum: ``(frequency, prominence_db, level_db)``.
-
-    Spectra of 1 s segments (1 Hz bins) are reduced to their 20th percentile per bin, which
-    keeps lines present all the time (hum) and drops what comes and goes (speech harmonics).
-    Prominence is the excess (dB) of the 50 or 60 Hz line over the spectrum 4-12 Hz around it
-    (speech has almost nothing that low); ``level_db`` is the power of that line and its first
-    ``harmonics`` multiples relative to the whole signal. Frequency is None under 6 dB.
-    ``spectrum`` is ``low_spectrum(x, sample_rate)`` when the caller already has it.
-    """
-    f, pxx, _ = spectrum if spectrum is not None else low_spectrum(x, sample_rate)
-    if len(f) == 0:
-        return None, 0.0, -120.0
-    df = 1.0
-    total = float(np.var(x)) + EPS
-    best: tuple[float | None, float, float] = (None, 0.0, -120.0)
-    lo_off, hi_off = int(round(4 / df)), int(round(12 / df))
-    for base in (50.0, 60.0):
-        proms, power = [], 0.0
-        for k in range(1, harmonics + 1):
-            i = int(round(base * k / df))
-            if i + hi_off >= len(pxx):
-                break
-            line = float(np.max(pxx[i - 1 : i + 2]))
-            near = np.concatenate((pxx[i - hi_off : i - lo_off], pxx[i + lo_off + 1 : i + hi_off + 1]))
-            floor = float(median(near)) + EPS
-            proms.append(float(power_db(line / floor)))
-            power += max(float(np.sum(pxx[i - 1 : i + 2])) - 3 * floor, 0.0) * df
-        prom = proms[0] if proms else 0.0
-        if prom > best[1]:
-            best = (base, prom, float(power_db(power / total)))
-    if best[1] < 6.0:
-        return None, best[1], best[2]
-    return best
 
 
 def rumble_db(x: np.ndarray, sample_rate: int, *, below_hz: float = 60.0, spectrum: Spectrum | None = None) -> float:
@@ -98,3 +62,145 @@ def effective_bandwidth(x: np.ndarray, sample_rate: int, segments: np.ndarray, *
     peak = float(np.max(db[band]))
     above = np.flatnonzero(band & (db >= peak - drop_db))
     return float(freqs[above[-1]]) if above.size else 0.0
+
+
+HUM_RATE = 4000  # lines up to 1.8 kHz are measured on a 4 kHz copy
+HUM_SEGMENT_S = 2.0  # 0.5 Hz resolution; zero-padded HUM_PAD times for locating peaks
+HUM_PAD = 4
+HUM_KEEP_PERCENTILE = 20.0  # per bin over segments: steady lines stay, speech harmonics that move drop
+HUM_F0_HZ = (45.0, 65.0)  # 50/60 Hz mains, off-nominal and mis-clocked recordings included
+HUM_F0_STEP_HZ = 0.02
+HUM_MAX_HARMONICS = 24
+LINE_HALF_HZ = 0.4  # a line is the highest bin this close to where it is expected
+LINE_FLOOR_HZ = (1.5, 6.0)  # its surroundings: bins this far on either side
+MIN_LINE_DB = 6.0  # a harmonic this far over its surroundings is part of the hum (and is notched)
+STRONG_LINE_DB = 10.0  # lines this far out make the reported level (a 6 dB bump can be a voice's harmonic)
+HUM_MIN_S = 5.0  # under this (fewer than 4 segments) a moving voice can pass for a steady line
+TINY = 1e-20  # PSD floor for logs: quiet bins of quiet recordings sit far under EPS
+
+
+@dataclass(frozen=True)
+class Hum:
+    """Mains lines of one signal: the fundamental (Hz, None when no comb stands out), each
+    harmonic's measured frequency (Hz), prominence over its surroundings (dB) and power above
+    them (relative to the whole signal, dB)."""
+
+    f0_hz: float | None
+    freqs_hz: np.ndarray
+    prominence_db: np.ndarray
+    power_db: np.ndarray
+
+    def level_db(self, min_prominence_db: float = STRONG_LINE_DB) -> float:
+        """Power of the lines standing ``min_prominence_db`` or more out, relative to the signal (dB; -120 for none)."""
+        sel = self.prominence_db >= min_prominence_db
+        if self.f0_hz is None or not sel.any():
+            return -120.0
+        return float(10 * np.log10(max(float(np.sum(10 ** (self.power_db[sel] / 10))), 1e-12)))
+
+    @property
+    def lines_hz(self) -> np.ndarray:
+        """Frequencies (Hz) of the harmonics that stand ``MIN_LINE_DB`` over their surroundings."""
+        return np.asarray(self.freqs_hz[self.prominence_db >= MIN_LINE_DB])
+
+    @property
+    def peak_prominence_db(self) -> float:
+        """Prominence (dB) of the strongest line; 0 when there is none."""
+        return float(np.max(self.prominence_db)) if len(self.prominence_db) else 0.0
+
+
+def steady_spectrum(x: np.ndarray, sample_rate: int) -> tuple[np.ndarray, np.ndarray, float]:
+    """Frequencies (Hz), the per-bin ``HUM_KEEP_PERCENTILE``-th percentile of the power spectra
+    of ``HUM_SEGMENT_S`` Hann segments of a 4 kHz copy (half overlapping, zero-padded, one-sided
+    PSD), and the signal's power. Signals shorter than one segment use one segment of what there is."""
+    x = np.asarray(x, dtype=np.float64)
+    x = x - np.mean(x) if len(x) else x
+    power = float(np.mean(x * x)) if len(x) else 0.0
+    y = to_rate(x, sample_rate, HUM_RATE)
+    seg = min(int(HUM_SEGMENT_S * HUM_RATE), len(y))
+    if seg < HUM_RATE // 4:
+        return np.zeros(0), np.zeros(0), power
+    fr = frames_of(y, seg, seg // 2)
+    win = np.hanning(seg)
+    n_fft = HUM_PAD * seg
+    spec = np.abs(np.fft.rfft(fr * win, n=n_fft, axis=1)) ** 2 * (2.0 / (HUM_RATE * float(np.sum(win * win))))
+    spec = np.sort(spec, axis=0)  # few segments: a sort down the columns is the cheap percentile
+    pos = (len(spec) - 1) * HUM_KEEP_PERCENTILE / 100.0
+    lo = int(np.floor(pos))
+    keep = spec[lo] + (spec[min(lo + 1, len(spec) - 1)] - spec[lo]) * (pos - lo)
+    return np.fft.rfftfreq(n_fft, 1.0 / HUM_RATE), keep, power
+
+
+def _lines_at(freqs: np.ndarray, psd: np.ndarray, centres: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """For each expected line frequency: the measured peak frequency (parabolic on log power),
+    its prominence (dB) over the median of its surroundings, and its power above that floor."""
+    df = freqs[1] - freqs[0]
+    half = max(1, int(round(LINE_HALF_HZ / df)))
+    lo_off, hi_off = int(round(LINE_FLOOR_HZ[0] / df)), int(round(LINE_FLOOR_HZ[1] / df))
+    idx = np.round(centres / df).astype(int)
+    ok = (idx - hi_off >= 0) & (idx + hi_off < len(psd))
+    f_out = centres.astype(np.float64).copy()
+    prom = np.zeros(len(centres))
+    pw = np.zeros(len(centres))
+    for j in np.flatnonzero(ok):
+        i = idx[j]
+        p = i - half + int(np.argmax(psd[i - half : i + half + 1]))
+        near = np.concatenate((psd[i - hi_off : i - lo_off], psd[i + lo_off + 1 : i + hi_off + 1]))
+        floor = float(median(near)) + TINY
+        a, b, c = np.log(psd[p - 1 : p + 2] + TINY)
+        shift = 0.5 * (a - c) / (a - 2 * b + c) if (a - 2 * b + c) < 0 else 0.0
+        f_out[j] = (p + float(np.clip(shift, -0.5, 0.5))) * df
+        prom[j] = float(10 * np.log10(psd[p] / floor + TINY))
+        # a Hann line spreads over about 2 * HUM_PAD bins; its power is their sum above the floor
+        span = psd[max(p - 2 * HUM_PAD, 0) : p + 2 * HUM_PAD + 1]
+        pw[j] = max(float(np.sum(span - floor)) * df, 0.0)
+    return f_out, prom, pw
+
+
+def measure_hum(x: np.ndarray, sample_rate: int) -> Hum:
+    """Find a mains comb in mono ``x``: the fundamental in ``HUM_F0_HZ`` (any value, not only 50
+    or 60) whose first ``HUM_MAX_HARMONICS`` harmonics under 1.8 kHz stand out most over their
+    surroundings, summed (a missing fundamental or a mis-clocked recording is still found); then
+    each harmonic's own frequency, measured from its peak, and the fundamental re-fitted to them."""
+    freqs, psd, power = steady_spectrum(x, sample_rate)
+    empty = Hum(None, np.zeros(0), np.zeros(0), np.zeros(0))
+    if len(freqs) == 0 or power <= 0:
+        return empty
+    top = 0.45 * HUM_RATE
+    grid = np.arange(HUM_F0_HZ[0], HUM_F0_HZ[1] + HUM_F0_STEP_HZ / 2, HUM_F0_STEP_HZ)
+    df = freqs[1] - freqs[0]
+    log_psd = np.log10(psd + TINY)
+    # every bin's prominence over its surroundings (dB), once for all candidates; the surroundings
+    # as the mean log power (a geometric mean: cheap, and as robust as a median here)
+    lo_off, hi_off = int(round(LINE_FLOOR_HZ[0] / df)), int(round(LINE_FLOOR_HZ[1] / df))
+    half = max(1, int(round(LINE_HALF_HZ / df)))
+    peak = np.lib.stride_tricks.sliding_window_view(np.pad(log_psd, half, mode="edge"), 2 * half + 1).max(axis=1)
+    c = np.concatenate(([0.0], np.cumsum(np.pad(log_psd, hi_off, mode="edge"))))
+    i = np.arange(len(log_psd)) + hi_off
+    sides = (c[i - lo_off] - c[i - hi_off] + c[i + hi_off + 1] - c[i + lo_off + 1]) / (2 * (hi_off - lo_off))
+    bin_prom = 10 * (peak - sides)
+    ks = np.arange(1, HUM_MAX_HARMONICS + 1)
+    at = np.outer(grid, ks)  # (candidates, harmonics) expected line frequencies
+    p = bin_prom[np.minimum(np.round(at / df).astype(int), len(bin_prom) - 1)]
+    scores = np.sum(np.where(at < top, np.clip(p - MIN_LINE_DB, 0.0, None), 0.0), axis=1)
+    if not np.any(scores > 0):
+        return empty
+    best_f0 = float(grid[int(np.argmax(scores))])
+    ks = np.arange(1, min(HUM_MAX_HARMONICS, int(top // best_f0)) + 1)
+    f_meas, prom, pw = _lines_at(freqs, psd, ks * best_f0)
+    good = prom >= MIN_LINE_DB
+    level = 10 * np.log10(np.maximum(pw, TINY) / power)
+    if not good.any():
+        return Hum(None, f_meas, prom, level)
+    fit = prom >= STRONG_LINE_DB if np.any(prom >= STRONG_LINE_DB) else good  # weak lines may be a voice's
+    f0 = float(np.sum(f_meas[fit] * ks[fit]) / np.sum(ks[fit] ** 2))  # least squares through 0
+    return Hum(f0, f_meas, prom, level)
+
+
+def residual_lines(x: np.ndarray, sample_rate: int, lines_hz: np.ndarray) -> tuple[np.ndarray, float]:
+    """Prominence (dB) of ``x`` at each of ``lines_hz`` and the power of what still stands
+    ``MIN_LINE_DB`` out there, relative to the whole signal (dB): re-measuring after a repair."""
+    freqs, psd, power = steady_spectrum(x, sample_rate)
+    if len(freqs) == 0 or len(lines_hz) == 0 or power <= 0:
+        return np.zeros(len(lines_hz)), -120.0
+    _, prom, pw = _lines_at(freqs, psd, np.asarray(lines_hz, dtype=np.float64))
+    return prom, float(10 * np.log10(max(float(np.sum(pw[prom >= MIN_LINE_DB])), TINY) / power))

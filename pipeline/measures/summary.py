@@ -9,9 +9,14 @@ import numpy as np
 from .frames import ANALYSIS_RATE, as_mono, as_segments, to_rate
 from .loudness import loudness_spread
 from .music import music_share
-from .noise import clipping, dc_offset, snr_estimate
-from .spectrum import effective_bandwidth, hum, low_spectrum, rumble_db
-from .voices import speaker_change
+from .noise import clipping, dc_offset, snr, snr_estimate
+from .spectrum import effective_bandwidth, measure_hum, rumble_db
+from .voices import speaker_change, voice_evidence
+
+
+def _r(v: float | None, digits: int) -> float | None:
+    """``v`` rounded, None for None or NaN."""
+    return None if v is None or v != v else round(float(v), digits)
 
 
 def measure(x: np.ndarray, sample_rate: int, segments: Any) -> dict[str, Any]:
@@ -20,27 +25,32 @@ def measure(x: np.ndarray, sample_rate: int, segments: Any) -> dict[str, Any]:
     x = as_mono(x)
     segs = as_segments(segments)
     x16 = to_rate(x, sample_rate)
-    snr, method = snr_estimate(x16, ANALYSIS_RATE, segs)
+    noise = snr(x16, segs)
     ratio, run = clipping(x)
     spread, trend = loudness_spread(x16, ANALYSIS_RATE, segs)
-    low = low_spectrum(x16, ANALYSIS_RATE)
-    hum_hz, hum_prom, hum_level = hum(x16, ANALYSIS_RATE, spectrum=low)
+    h = measure_hum(x16, ANALYSIS_RATE)
     music = music_share(x16, segs)
+    voices = voice_evidence(x16, segs)
     return {
-        "snr_db": round(snr, 1),
-        "snr_method": method,
+        "snr_db": round(noise.snr_db, 1),
+        "snr_method": noise.method,
+        "snr_floor_db": round(noise.floor_db, 1),
+        "snr_wada_db": round(noise.wada_db, 1),
+        "voice_hnr_db": _r(noise.hnr_db, 1),
         "clipped_ratio": round(ratio, 6),
         "clipped_run_ms": round(1000.0 * run / sample_rate, 2),
         "loudness_spread_lu": round(spread, 1),
         "loudness_trend_lu_per_10s": round(trend, 1),
         "dc_offset": round(dc_offset(x), 5),
-        "hum_hz": hum_hz,
-        "hum_prominence_db": round(hum_prom, 1),
-        "hum_db": round(hum_level, 1),
-        "rumble_db": round(rumble_db(x16, ANALYSIS_RATE, spectrum=low), 1),
+        "hum_hz": _r(h.f0_hz, 2),
+        "hum_prominence_db": round(h.peak_prominence_db, 1),
+        "hum_db": round(h.level_db(), 1),
+        "hum_lines": len(h.lines_hz),
+        "rumble_db": round(rumble_db(x16, ANALYSIS_RATE), 1),
         "bandwidth_hz": round(effective_bandwidth(x, sample_rate, segs)),
         "music_share": None if music is None else round(music, 3),
-        "speaker_change": round(speaker_change(x16, segs), 3),
+        "voice_distance": _r(voices.distance, 3),
+        "voice_groups_s": [round(voices.group_s[0], 1), round(voices.group_s[1], 1)],
     }
 
 

@@ -1,0 +1,98 @@
+"""pipeline/models: the shipped voice encoder against what make_voice_encoder builds from the
+Resemblyzer wheel, and its graph against the LSTM equations in plain numpy."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+import quality_signals as qs
+from onnx import numpy_helper
+
+from pipeline import speech
+from pipeline.measures import voices
+from pipeline.models import VOICE_ENCODER, VOICE_ENCODER_LICENSE, make_voice_encoder
+
+R = 16000
+
+
+def test_shipped_file_is_what_the_script_builds():
+    """Compared as parsed models; needs the pinned wheel (pip cache folder or PyPI), else skipped."""
+    try:
+        wheel = make_voice_encoder.fetch_wheel()
+    except OSError as exc:
+        pytest.skip(f"the Resemblyzer wheel cannot be had here: {exc}")
+    model, licence = make_voice_encoder.build(wheel)
+    assert onnx.load_from_string(model) == onnx.load(str(VOICE_ENCODER))
+    assert licence == VOICE_ENCODER_LICENSE.read_bytes()
+
+
+def test_a_wheel_with_another_hash_is_refused(tmp_path):
+    fake = tmp_path / make_voice_encoder.WHEEL
+    fake.write_bytes(b"not the wheel")
+    with pytest.raises(SystemExit, match=r"not the resemblyzer==0\.1\.4 wheel"):
+        make_voice_encoder.build(fake)
+
+
+def test_the_checkpoint_reader_runs_no_code():
+    import pickle
+
+    class Evil:
+        def __reduce__(self):
+            return (print, ("ran",))
+
+    data = b"".join(pickle.dumps(v) for v in (1, 1001, {})) + pickle.dumps(Evil())
+    with pytest.raises(pickle.UnpicklingError, match="unexpected class"):
+        make_voice_encoder.read_checkpoint(data)
+
+
+def _numpy_encoder(mels: np.ndarray) -> np.ndarray:
+    """The shipped weights through the LSTM equations (ONNX gate order i, o, f, c) in float64."""
+    w = {t.name[:-2]: numpy_helper.to_array(t).astype(np.float64) for t in onnx.load(str(VOICE_ENCODER)).graph.initializer
+         if t.name.endswith("_h")}
+
+    def sig(v: np.ndarray) -> np.ndarray:
+        return 1.0 / (1.0 + np.exp(-v))
+
+    x = mels.astype(np.float64)
+    h = np.zeros((len(x), 256))
+    for layer in range(3):
+        wi, wh, b = w[f"W{layer}"][0], w[f"R{layer}"][0], w[f"B{layer}"][0]
+        h, c = np.zeros((len(x), 256)), np.zeros((len(x), 256))
+        pre = x @ wi.T + b[:1024] + b[1024:]
+        ys = np.empty((len(x), x.shape[1], 256))
+        for t in range(x.shape[1]):
+            i, o, f, g = np.split(pre[:, t] + h @ wh.T, 4, axis=1)
+            c = sig(f) * c + sig(i) * np.tanh(g)
+            h = sig(o) * np.tanh(c)
+            ys[:, t] = h
+        x = ys
+    raw = np.maximum(h @ w["Wl"].T + w["bl"], 0.0)
+    return raw / np.linalg.norm(raw, axis=1, keepdims=True)
+
+
+def test_the_graph_computes_the_lstm_it_claims():
+    x, segs = qs.reader()
+    chunks = voices.speech_chunks(x, segs).mels[:4]
+    ours = voices.embed(chunks)
+    assert ours.shape == (4, 256)
+    assert np.max(np.abs(ours - _numpy_encoder(chunks))) < 1e-5  # float32 against float64 sums
+
+
+def test_one_reader_reads_as_one_voice_and_two_as_two():
+    x, segs = qs.reader()
+    one = voices.voice_evidence(x, segs)
+    assert one.distance is not None and one.distance < 0.2 and one.chunks >= 30
+    awb, slt = qs.load("speech_arctic_awb_16k.wav"), qs.load("speech_arctic_slt_16k.wav")
+    two = np.concatenate([awb, slt])
+    ev = voices.voice_evidence(two, speech.detect(two, R).segments)
+    assert ev.distance is not None and ev.distance > 0.3
+    assert min(ev.group_s) > 1.5  # both voices hold a share
+
+
+def test_too_little_speech_gives_no_value_and_long_speech_is_capped():
+    slt = qs.load("speech_arctic_slt_16k.wav")
+    assert voices.voice_evidence(slt, speech.detect(slt, R).segments).distance is None
+    al = qs.load("speech_allison_8k.flac")[: 60 * R]
+    ev = voices.voice_evidence(al, speech.detect(al, R).segments)
+    assert ev.chunks == voices.MAX_CHUNKS and ev.distance is not None and ev.distance < 0.2
