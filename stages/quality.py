@@ -114,7 +114,7 @@ class Quality:
         ):
             warn.append((
                 "hum",
-                f"mains hum at {m['hum_hz']:.1f} Hz ({m['hum_lines']} lines, the strongest "
+                f"mains hum at {m['hum_hz']:.1f} Hz ({m['hum_lines']} line{'' if m['hum_lines'] == 1 else 's'}, the strongest "
                 f"{m['hum_prominence_db']:.0f} dB over its surroundings), {-m['hum_db']:.0f} dB under the signal",
                 "use a battery-powered or USB microphone away from power supplies; `voiceprep run` notches it out",
             ))

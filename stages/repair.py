@@ -44,25 +44,22 @@ def remove_hum(
     """Measure the mains comb on channel 0 of ``(channels, frames)`` ``x``; when a line stands
     ``trigger_db`` over its surroundings, notch every harmonic that stands out (``MIN_LINE_DB``),
     at its measured frequency, on every channel; re-measure and notch what still stands out, up
-    to ``passes`` times (a strong line needs the depth of two notches). Kept when the strongest
+    to ``passes`` times at those lines (a strong line needs the depth of two notches). Kept when the strongest
     notched line fell by ``GONE_DB`` or more; returns the audio (the input when not kept) and the
     record (None when nothing called for it)."""
     y = np.asarray(x, dtype=np.float32)
     h = spectrum.measure_hum(y[0], sample_rate)
     if h.f0_hz is None or h.peak_prominence_db < trigger_db:
         return y, None
-    notched: set[float] = set()
-    current = h
+    lines = h.lines_hz
+    left, level_after = np.zeros(len(lines)), -120.0
     done = 0
-    while done < passes and len(current.lines_hz):
-        y = notch_lines(y, sample_rate, current.lines_hz, width_hz)
-        notched.update(round(float(f), 2) for f in current.lines_hz)
+    while done < passes and len(lines):
+        y = notch_lines(y, sample_rate, lines, width_hz)
         done += 1
-        current = spectrum.measure_hum(y[0], sample_rate)
-        if current.f0_hz is None or current.peak_prominence_db < spectrum.MIN_LINE_DB:
-            break
-    lines = np.array(sorted(notched))
-    left, level_after = spectrum.residual_lines(y[0], sample_rate, lines)
+        # later passes deepen the notches at the lines that still stand out; they never chase a new comb
+        left, level_after = spectrum.residual_lines(y[0], sample_rate, h.lines_hz)
+        lines = h.lines_hz[left >= spectrum.MIN_LINE_DB]
     after = float(np.max(left)) if len(left) else 0.0
     kept = bool(after <= h.peak_prominence_db - GONE_DB and np.all(np.isfinite(y)))
     record = {
@@ -71,7 +68,7 @@ def remove_hum(
         "after": round(after, 1),
         "kept": kept,
         "hum_hz": round(float(h.f0_hz), 2),
-        "lines": len(lines),
+        "lines": len(h.lines_hz),
         "passes": done,
         "level_before_db": round(h.level_db(spectrum.MIN_LINE_DB), 1),
         "level_after_db": round(level_after, 1),

@@ -111,3 +111,9 @@ def test_snr_parts_and_a_harmonic_voice_keeps_the_floor_estimate():
     assert est.snr_db == pytest.approx(30.0, abs=5.0)
     assert wada_snr(np.zeros(10)) == 60.0
     assert snr(np.zeros(100), np.zeros((0, 2))).snr_db == 0.0
+
+
+def test_floor_bias_table_is_what_the_simulation_gives():
+    from pipeline.measures.noise import FLOOR_BIAS, percentile_bias
+
+    np.testing.assert_allclose(FLOOR_BIAS, percentile_bias(), atol=5e-6)

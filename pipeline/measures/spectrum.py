@@ -75,6 +75,8 @@ LINE_HALF_HZ = 0.4  # a line is the highest bin this close to where it is expect
 LINE_FLOOR_HZ = (1.5, 6.0)  # its surroundings: bins this far on either side
 MIN_LINE_DB = 6.0  # a harmonic this far over its surroundings is part of the hum (and is notched)
 STRONG_LINE_DB = 10.0  # lines this far out make the reported level (a 6 dB bump can be a voice's harmonic)
+MAINS_HZ = (50.0, 60.0)
+LONE_LINE_HZ = 1.0  # a comb of one line is mains only this close to 50 or 60 Hz (a fan or a voice can sit anywhere)
 HUM_MIN_S = 5.0  # under this (fewer than 4 segments) a moving voice can pass for a steady line
 TINY = 1e-20  # PSD floor for logs: quiet bins of quiet recordings sit far under EPS
 
@@ -160,7 +162,8 @@ def measure_hum(x: np.ndarray, sample_rate: int) -> Hum:
     """Find a mains comb in mono ``x``: the fundamental in ``HUM_F0_HZ`` (any value, not only 50
     or 60) whose first ``HUM_MAX_HARMONICS`` harmonics under 1.8 kHz stand out most over their
     surroundings, summed (a missing fundamental or a mis-clocked recording is still found); then
-    each harmonic's own frequency, measured from its peak, and the fundamental re-fitted to them."""
+    each harmonic's own frequency, measured from its peak, and the fundamental re-fitted to them.
+    A single line counts only within ``LONE_LINE_HZ`` of 50 or 60 Hz."""
     freqs, psd, power = steady_spectrum(x, sample_rate)
     empty = Hum(None, np.zeros(0), np.zeros(0), np.zeros(0))
     if len(freqs) == 0 or power <= 0:
@@ -189,7 +192,8 @@ def measure_hum(x: np.ndarray, sample_rate: int) -> Hum:
     f_meas, prom, pw = _lines_at(freqs, psd, ks * best_f0)
     good = prom >= MIN_LINE_DB
     level = 10 * np.log10(np.maximum(pw, TINY) / power)
-    if not good.any():
+    lone = int(good.sum()) == 1 and min(abs(float(f_meas[good][0]) - m) for m in MAINS_HZ) > LONE_LINE_HZ
+    if not good.any() or lone:
         return Hum(None, f_meas, prom, level)
     fit = prom >= STRONG_LINE_DB if np.any(prom >= STRONG_LINE_DB) else good  # weak lines may be a voice's
     f0 = float(np.sum(f_meas[fit] * ks[fit]) / np.sum(ks[fit] ** 2))  # least squares through 0
