@@ -44,22 +44,30 @@ def remove_hum(
     """Measure the mains comb on channel 0 of ``(channels, frames)`` ``x``; when a line stands
     ``trigger_db`` over its surroundings, notch every harmonic that stands out (``MIN_LINE_DB``),
     at its measured frequency, on every channel; re-measure and notch what still stands out, up
-    to ``passes`` times at those lines (a strong line needs the depth of two notches). Kept when the strongest
+    to ``passes`` times (a strong line needs the depth of two notches; a second comb is taken on
+    when it stands ``trigger_db`` out). Kept when the strongest
     notched line fell by ``GONE_DB`` or more; returns the audio (the input when not kept) and the
     record (None when nothing called for it)."""
     y = np.asarray(x, dtype=np.float32)
     h = spectrum.measure_hum(y[0], sample_rate)
     if h.f0_hz is None or h.peak_prominence_db < trigger_db:
         return y, None
-    lines = h.lines_hz
-    left, level_after = np.zeros(len(lines)), -120.0
+    found = h.lines_hz
+    lines = found
+    left, level_after = np.zeros(len(found)), -120.0
     done = 0
     while done < passes and len(lines):
         y = notch_lines(y, sample_rate, lines, width_hz)
         done += 1
-        # later passes deepen the notches at the lines that still stand out; they never chase a new comb
-        left, level_after = spectrum.residual_lines(y[0], sample_rate, h.lines_hz)
-        lines = h.lines_hz[left >= spectrum.MIN_LINE_DB]
+        # deepen the notches where a line still stands out; a second comb (another mains source)
+        # is taken on only when it stands trigger_db out: a voice's 6 dB bumps are never chased
+        left, level_after = spectrum.residual_lines(y[0], sample_rate, found)
+        lines = found[left >= spectrum.MIN_LINE_DB]
+        other = spectrum.measure_hum(y[0], sample_rate)
+        if other.f0_hz is not None and other.peak_prominence_db >= trigger_db:
+            new = np.array([f for f in other.lines_hz if np.min(np.abs(found - f)) > width_hz / 2])
+            found, lines = np.concatenate([found, new]), np.concatenate([lines, new])
+            left = np.concatenate([left, other.prominence_db[np.isin(other.freqs_hz, new)]])
     after = float(np.max(left)) if len(left) else 0.0
     kept = bool(after <= h.peak_prominence_db - GONE_DB and np.all(np.isfinite(y)))
     record = {
@@ -68,7 +76,7 @@ def remove_hum(
         "after": round(after, 1),
         "kept": kept,
         "hum_hz": round(float(h.f0_hz), 2),
-        "lines": len(h.lines_hz),
+        "lines": len(found),
         "passes": done,
         "level_before_db": round(h.level_db(spectrum.MIN_LINE_DB), 1),
         "level_after_db": round(level_after, 1),

@@ -126,3 +126,18 @@ def test_options_are_checked():
         registry.build("repair", {"highpass_hz": 500.0})
     with pytest.raises(ConfigError):
         registry.build("repair", {"hum_passes": 0})
+
+
+def test_two_mains_sources_are_both_removed():
+    """The LibriVox reader's own 60 Hz line plus an added 50 Hz comb: the second comb is found on
+    re-measuring (it stands over 10 dB out) and notched too; nothing audible is left."""
+    x = qs.normalize_peak(qs.load("speech_librivox_16k.wav")[: 20 * R])
+    segs = speech.detect(x, R).segments
+    hummy = qs.add_hum(x, R, 50.0, -30.0, segs, harmonics=10)
+    out = registry.build("repair", {"highpass": False})(clip_of(hummy))
+    assert by_name(out)["hum_notch"]["kept"]
+    for f0 in (50.0, 60.0):
+        left, _ = residual_lines(out.samples[0], R, np.array([f0]))
+        assert left[0] < 10.0, f0
+    h = measure_hum(out.samples[0], R)
+    assert h.f0_hz is None or h.peak_prominence_db < 10.0 or h.level_db() <= -50.0
