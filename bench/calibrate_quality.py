@@ -57,13 +57,14 @@ class Case:
 
 
 def readers() -> dict[str, np.ndarray]:
-    """Single real readers, 20 s each (peak 0.7): two men and three takes of one woman."""
-    al = qs.load("speech_allison_8k.flac")
+    """Single real readers, 20 s each (peak 0.7): two English-speaking men, an Italian man, and
+    one woman in English and in Spanish (her Spanish take has the flatter amplitudes)."""
     out = {
         "librivox": qs.load("speech_librivox_16k.wav")[: 20 * R],
         "chan3": qs.load("speech_chan3_11k.wav")[: 20 * R],
-        "allison-a": al[: 20 * R],
-        "allison-b": al[25 * R : 45 * R],
+        "carlo-it": qs.load("speech_carlo_it_8k.flac")[: 20 * R],
+        "allison": qs.load("speech_allison_8k.flac")[: 20 * R],
+        "allison-es": qs.load("speech_allison_es_8k.flac")[: 20 * R],
     }
     return {k: qs.normalize_peak(v) for k, v in out.items()}
 
@@ -172,8 +173,8 @@ def snr_section(s: Quality) -> list[str]:
     return [
         "### Noise: `InternalError` and `low_snr` (`snr_db`)",
         "",
-        f"Refused under {s.refuse_snr_db:g} dB, `low_snr` under {s.min_snr_db:g} dB. Four readers (LibriVox, chan3, two "
-        "takes of Allison), each as recorded and with its pauses cut out (the VAD then hears speech throughout), "
+        f"Refused under {s.refuse_snr_db:g} dB, `low_snr` under {s.min_snr_db:g} dB. Five readers (LibriVox, chan3, "
+        "Carlo in Italian, Allison in English and in Spanish), each as recorded and with its pauses cut out (the VAD then hears speech throughout), "
         "plus four noises at 0-30 dB SNR (speech power over the speech segments, over the noise's median power in "
         "0.5 s blocks: its level most of the time; the AMI room's mean is 9 dB over it, from a few loud events). "
         "The refusal should fire at 0-5 dB and never at 15 dB or more or on a clean reader (10 dB is between: "
@@ -204,6 +205,9 @@ def pairs() -> list[tuple[str, bool | None, np.ndarray]]:
     slt = qs.normalize_peak(qs.load("speech_arctic_slt_16k.wav"))
     num = qs.normalize_peak(qs.load("speech_numbers_16k.wav"))
     wiki = qs.normalize_peak(qs.load("speech_wikipedia_stereo_44k.wav"))
+    carlo = qs.normalize_peak(qs.load("speech_carlo_it_8k.flac"))
+    june = qs.normalize_peak(qs.load("speech_june_fr_8k.flac"))
+    al_es = qs.normalize_peak(qs.load("speech_allison_es_8k.flac"))
     meeting = qs.load("meeting_ami_trn05_16k.flac")
 
     def turns(a: np.ndarray, b: np.ndarray, turn_s: float, total_s: float) -> np.ndarray:
@@ -227,6 +231,12 @@ def pairs() -> list[tuple[str, bool | None, np.ndarray]]:
         ("one: LibriVox + AMI room at 15 dB", False, qs.mix_at_snr(lib, np.resize(qs.load("noise_room_ami_16k.flac"),
                                                                                  len(lib)), 15.0, R, segs)),
         ("one: Wikipedia example, 6 s", False, wiki),
+        ("one: Carlo (Italian), 30 s", False, carlo),
+        ("one: June (French), 30 s", False, june),
+        ("one: Allison, English 10 s then Spanish 10 s", False, np.concatenate([al[: 10 * R], al_es[: 10 * R]])),
+        ("two: turns of 2 s, Carlo / LibriVox (two men)", True, turns(carlo, lib, 2.0, 20.0)),
+        ("two: turns of 2 s, June / Allison (two women)", True, turns(june, al, 2.0, 20.0)),
+        ("two: Carlo then June (man, woman)", True, np.concatenate([carlo[: 10 * R], june[: 10 * R]])),
         ("two: LibriVox then Allison (man, woman)", True, np.concatenate([lib[: 10 * R], al[: 10 * R]])),
         ("two: chan3 then LibriVox (two men)", True, np.concatenate([c3[: 10 * R], lib[: 10 * R]])),
         ("two: LibriVox 8 s then awb 4 s (two men)", True, np.concatenate([lib[: 8 * R], awb])),
@@ -292,7 +302,7 @@ def hum_section(s: Quality) -> list[str]:
         "### Mains hum: `hum` (`hum_hz`, `hum_prominence_db`, `hum_db`) and the repair",
         "",
         f"Warned when a line stands {s.min_hum_prominence_db:g} dB over its surroundings and the lines that do "
-        f"carry more than {s.max_hum_db:g} dB of the signal's power. Four readers, hum of 10 harmonics at 50, "
+        f"carry more than {s.max_hum_db:g} dB of the signal's power. Five readers, hum of 10 harmonics at 50, "
         "55.1 (a 48 kHz take played at 44.1 kHz), 59.8 and 60 Hz, 20-40 dB under the speech. The LibriVox reader "
         "carries a real 60 Hz line (21 dB over its surroundings, 27 dB under the voice): a positive as recorded. "
         "`check` judges the audio as it is; `run` judges it after the repair's notches, where every case is a "
