@@ -25,6 +25,24 @@ def test_shipped_file_is_what_the_script_builds():
     model, licence = make_voice_encoder.build(wheel)
     assert onnx.load_from_string(model) == onnx.load(str(VOICE_ENCODER))
     assert licence == VOICE_ENCODER_LICENSE.read_bytes()
+    # float16 storage: every embedding within 1e-4 in cosine of the checkpoint's float32 weights
+    state, _ = make_voice_encoder.read_wheel(wheel)
+    x, segs = qs.reader()
+    chunks = voices.speech_chunks(x, segs).mels[:6]
+    full = {f"{k}_h": v for k, v in _float32_weights(state).items()}
+    cos = np.sum(voices.embed(chunks) * _numpy_encoder(chunks, full), axis=1)
+    assert np.min(cos) > 1 - 1e-4
+
+
+def _float32_weights(state: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The checkpoint's weights under the names and gate order of the shipped graph."""
+    g = make_voice_encoder._gates
+    out = {"Wl": state["linear.weight"], "bl": state["linear.bias"]}
+    for layer in range(3):
+        out[f"W{layer}"] = g(state[f"lstm.weight_ih_l{layer}"])[None]
+        out[f"R{layer}"] = g(state[f"lstm.weight_hh_l{layer}"])[None]
+        out[f"B{layer}"] = np.concatenate([g(state[f"lstm.bias_ih_l{layer}"]), g(state[f"lstm.bias_hh_l{layer}"])])[None]
+    return out
 
 
 def test_a_wheel_with_another_hash_is_refused(tmp_path):
@@ -46,10 +64,12 @@ def test_the_checkpoint_reader_runs_no_code():
         make_voice_encoder.read_checkpoint(data)
 
 
-def _numpy_encoder(mels: np.ndarray) -> np.ndarray:
-    """The shipped weights through the LSTM equations (ONNX gate order i, o, f, c) in float64."""
-    w = {t.name[:-2]: numpy_helper.to_array(t).astype(np.float64) for t in onnx.load(str(VOICE_ENCODER)).graph.initializer
-         if t.name.endswith("_h")}
+def _numpy_encoder(mels: np.ndarray, weights: dict[str, np.ndarray] | None = None) -> np.ndarray:
+    """The shipped weights (or ``weights``, same names) through the LSTM equations (ONNX gate
+    order i, o, f, c) in float64."""
+    if weights is None:
+        weights = {t.name: numpy_helper.to_array(t) for t in onnx.load(str(VOICE_ENCODER)).graph.initializer}
+    w = {k[:-2]: np.asarray(v, dtype=np.float64) for k, v in weights.items() if k.endswith("_h")}
 
     def sig(v: np.ndarray) -> np.ndarray:
         return 1.0 / (1.0 + np.exp(-v))
