@@ -1,6 +1,7 @@
 """Benchmark (not a test): a 1,000-take report page, its size, and how fast headless Chromium renders it.
 
     python bench/report_page.py [--takes 1000] [--repeats 7] [--keep DIR]
+    python bench/report_page.py --screenshot docs/report.png   # the picture in docs/report.md (then pngquant it)
 
 Builds report lines with plot data from real recordings (fixtures/ through `voiceprep run` and
 `check`, as tests/report_lines.py does), repeats them under distinct names with varied measures
@@ -33,8 +34,8 @@ from pipeline.config import load  # noqa: E402
 from pipeline.report_page import write_page  # noqa: E402
 
 
-def real_lines(work: Path) -> list[dict[str, Any]]:
-    """Every fixture through `run`, plus one reader whose pauses must be shortened, and the same
+def real_lines(work: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Every fixture through `run`, plus one reader whose pauses must be shortened, and six of the
     inputs as `check` lines: real verdicts, envelopes and speech maps."""
     inputs = work / "in"
     inputs.mkdir()
@@ -43,7 +44,7 @@ def real_lines(work: Path) -> list[dict[str, Any]]:
             (inputs / f.name).write_bytes(f.read_bytes())
     rl.spaced_speech(inputs / "spaced_reader.wav")
     lines = rl.run_lines([inputs], work / "out", work / "report.jsonl")
-    return lines + rl.check_lines(sorted(inputs.iterdir())[:6])
+    return lines, rl.check_lines(sorted(inputs.iterdir())[:6])
 
 
 def batch(lines: list[dict[str, Any]], takes: int, seed: int = 15) -> list[dict[str, Any]]:
@@ -62,6 +63,25 @@ def batch(lines: list[dict[str, Any]], takes: int, seed: int = 15) -> list[dict[
                 m[key] = round(max(m[key] + rng.uniform(-spread, spread), 0.0), 2)
         out.append(line)
     return out
+
+
+SHOWN_FIRST = ("spaced_reader.wav", "speech_arctic_awb_16k.wav", "meeting_ami_trn05_16k.flac")
+
+
+async def screenshot(run: list[dict[str, Any]], work: Path, target: Path) -> None:
+    """The top of the page of the real `run` lines (three telling takes first), 1100 px wide."""
+    first = [x for name in SHOWN_FIRST for x in run if Path(x["input"]).name == name]
+    # paths as a user in `work` would have them: in/..., out/...
+    shown = [
+        {**x, **{k: str(Path(x[k]).relative_to(work)) for k in ("input", "output") if x.get(k)}}
+        for x in first + [x for x in run if x not in first]
+    ]
+    page = work / "report.html"
+    write_page(page, shown, load(), title="voiceprep report: in/", source_base=work)
+    async with Browser(width=1100, height=1500) as browser:
+        tab = await browser.open(page)
+        await tab.wait_for("document.documentElement.getAttribute('data-ready') === '1'")
+        await tab.screenshot(target)
 
 
 async def measure(page_path: Path, repeats: int) -> tuple[list[float], list[float], list[str]]:
@@ -85,13 +105,19 @@ def main() -> int:
     ap.add_argument("--takes", type=int, default=1000)
     ap.add_argument("--repeats", type=int, default=7)
     ap.add_argument("--keep", type=Path, help="write the page here and keep it")
+    ap.add_argument("--screenshot", type=Path, metavar="PNG", help="only take the documentation's screenshot")
     args = ap.parse_args()
     if not executable():
         sys.stderr.write("chromium is not installed (apt-get install chromium)\n")
         return 2
     with tempfile.TemporaryDirectory(prefix="voiceprep-page-") as tmp:
         work = Path(tmp)
-        lines = real_lines(work)
+        run, checked = real_lines(work)
+        if args.screenshot:
+            asyncio.run(screenshot(run, work, args.screenshot))
+            print(f"{args.screenshot}: {args.screenshot.stat().st_size / 1000:.0f} KB")
+            return 0
+        lines = run + checked
         config = load()
         out_dir = args.keep or work
         out_dir.mkdir(parents=True, exist_ok=True)

@@ -44,7 +44,7 @@ class Measure:
             return None
         if self.key == "hum_db":
             hz = _num(metrics.get("hum_hz"))
-            return "none found" if hz is None else f"{hz:.0f} Hz, {_fmt(v, 0)} dB"
+            return "none found" if hz is None else f"{_fmt(v, 0)} dB"
         unit = f" {self.unit}" if self.unit else ""
         return _fmt(v * self.scale, self.digits) + unit
 
@@ -224,8 +224,14 @@ def limit_rows(limits: Limits) -> list[list[Any]]:
     return rows
 
 
+def _note(key: str, metrics: Mapping[str, Any]) -> str | None:
+    """A few words under a value: the hum's frequency."""
+    hz = _num(metrics.get("hum_hz"))
+    return f"at {hz:.0f} Hz" if key == "hum_db" and hz is not None else None
+
+
 def judge(metrics: Mapping[str, Any], limits: Limits, *, run: bool, produced: bool) -> list[list[str | None] | None]:
-    """A take's measures, aligned with ``MEASURES``: ``[input text, clip text, level]`` or None
+    """A take's measures, aligned with ``MEASURES``: ``[input text, clip text, level, note]`` or None
     when neither was measured. ``run``: a `run` report line (plain keys are the produced clip's,
     ``input_*`` the input's); otherwise a `check` line, whose plain keys are the file's own and go
     in the input column. ``produced``: the run wrote a clip. ``level`` is ``FAIL``, ``WARN`` or None.
@@ -248,5 +254,5 @@ def judge(metrics: Mapping[str, Any], limits: Limits, *, run: bool, produced: bo
             rows.append(None)
             continue
         level = judge_fn(judged, metrics, limits) if judge_fn is not None and judged is not None else None
-        rows.append([cells[0], cells[1], level])
+        rows.append([cells[0], cells[1], level, _note(m.key, metrics)])
     return rows

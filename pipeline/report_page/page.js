@@ -117,8 +117,12 @@
     }
     spec.lines.forEach(function (l) {
       if (limits[l[0]] === undefined) return;
-      var x = Math.round(X(limits[l[0]])) + 0.5;
+      var x = Math.round(X(limits[l[0]])) + 0.5, right = x > W - 40;
       s.appendChild(svg("line", { x1: x, x2: x, y1: 2, y2: base, stroke: l[1], "stroke-dasharray": "3 2" }));
+      var t = svg("text", { x: right ? x - 3 : x + 3, y: 9, "text-anchor": right ? "end" : "start" });
+      t.style.fill = l[1];
+      t.textContent = String(limits[l[0]]).replace("-", "\u2212");
+      s.appendChild(t);
     });
     var ticks = [lo, lo + (hi - lo) / 2, hi];
     ticks.forEach(function (v, k) {
@@ -211,9 +215,9 @@
   // built when it nears the screen.
   Array.prototype.forEach.call(list.children, function (node) { takes[+node.getAttribute("data-index")].node = node; });
 
-  function player(label, href, length) {
+  function player(label, href, length, missing) {
     var l = el("label", null, label);
-    if (!href) { l.appendChild(el("span", "nofile", "no file")); return [l, null]; }
+    if (!href) { l.appendChild(el("span", "nofile", missing)); return [l, null]; }
     var au = el("audio");
     au.controls = true; au.preload = "none"; au.src = href;
     if (length) au.title = seconds(length);
@@ -228,12 +232,14 @@
       any = true;
       var m = measures[i], clip = t.run && row[1] !== null;
       var tile = el("div", "m" + (row[2] ? " " + row[2] : ""));
-      var name = el("div", "ml", m[1]);
-      if (m[3] === "service") name.appendChild(el("span", "svc", "service"));
-      tile.appendChild(name);
+      tile.appendChild(el("div", "ml", m[1]));
       tile.appendChild(el("div", "mv", clip ? row[1] : row[0]));
-      if (t.run) tile.appendChild(el("div", "mi", clip ? (row[0] !== null ? "input " + row[0] : "") : "in the input"));
-      tile.appendChild(el("div", "mlim", m[2] || "\u00a0"));
+      var sub = t.run ? (clip ? (row[0] !== null ? "input " + row[0] : "") : "in the input") : "";
+      tile.appendChild(el("div", "mi", row[3] ? (sub ? sub + ", " : "") + row[3] : sub));
+      var lim = el("div", "mlim");
+      if (m[3] === "service") lim.appendChild(el("span", "svc", "service "));
+      lim.appendChild(document.createTextNode(m[2] || "\u00a0"));
+      tile.appendChild(lim);
       box.appendChild(tile);
     });
     if (!any) box.appendChild(el("p", "nothing", "Nothing was measured before the refusal."));
@@ -249,7 +255,8 @@
     canvas.setAttribute("aria-label", "waveform of " + t.n);
     body.appendChild(canvas);
     var players = el("div", "players");
-    var pin = player("Input", t.a, t.p && t.p.is), pout = t.run ? player("Clip", t.b, t.p && t.p.os) : [null, null];
+    var pin = player("Input", t.a, t.p && t.p.is, "not on this computer");
+    var pout = t.run ? player("Clip", t.b, t.p && t.p.os, t.s === "ok" ? "not on this computer" : "none made") : [null, null];
     players.appendChild(pin[0]); if (pout[0]) players.appendChild(pout[0]);
     body.appendChild(players);
     body.appendChild(tiles(t));
