@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +14,8 @@ from chromium import Browser, Page, executable
 
 from pipeline.report_page import write_page
 
+if executable() is None and os.environ.get("VOICEPREP_REQUIRE_BROWSER"):
+    pytest.fail("VOICEPREP_REQUIRE_BROWSER is set but chromium is not installed", pytrace=False)
 pytestmark = pytest.mark.skipif(executable() is None, reason="chromium is not installed (.ci/run installs it)")
 
 READY = "document.documentElement.getAttribute('data-ready') === '1'"

@@ -200,6 +200,13 @@ def test_check_lines_show_the_file_itself(takes):
     assert rate["r"][[m.key for m in MEASURES].index("sample_rate")][2] == FAIL
 
 
+def test_mode_check_shows_run_lines_as_files(takes):
+    data = embedded(render(takes["lines"], takes["config"], takes["root"], mode="check"))
+    assert not any(t["run"] for t in data["takes"])
+    with pytest.raises(ValueError, match="mode"):
+        render(takes["lines"], takes["config"], takes["root"], mode="clip")
+
+
 def test_a_report_without_plots_still_gets_a_time_line(takes):
     bare = [{k: v for k, v in x.items() if k != "plot"} for x in takes["lines"]]
     data = embedded(render(bare, takes["config"], takes["root"]))
@@ -210,7 +217,7 @@ def test_a_report_without_plots_still_gets_a_time_line(takes):
 def test_later_lines_replace_earlier_ones_and_skipped_takes_are_marked(takes):
     first = takes["lines"]
     again = [dict(x, run_id="r2", skipped=True) for x in first[:2]]
-    data = page_data(first + again, limits={}, title="t", link_base=takes["root"])
+    data = page_data(first + again, limits={}, link_base=takes["root"])
     assert len(data["takes"]) == len(first) and data["runs"] == ["r2"]
     assert [t["k"] for t in data["takes"]].count(True) == 2
 

@@ -13,7 +13,10 @@ Limits = Mapping[str, Any]
 
 
 def _num(v: Any) -> float | None:
-    return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else None
+    """A finite number, or None (a report may hold null, text, or NaN where nothing was measured)."""
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or v != v or abs(v) == float("inf"):
+        return None
+    return float(v)
 
 
 def _fmt(v: float, digits: int) -> str:

@@ -45,7 +45,10 @@
   bold(count(ok)); overview.appendChild(document.createTextNode(" accepted, "));
   bold(count(takes.length - ok)); overview.appendChild(document.createTextNode(" refused"));
   if (skipped) overview.appendChild(document.createTextNode(", " + count(skipped) + " unchanged since an earlier run"));
-  if (data.runs.length) overview.appendChild(document.createTextNode(" \u00b7 run " + data.runs.join(", ")));
+  if (data.runs.length) {
+    var runs = data.runs.slice(0, 3).join(", ") + (data.runs.length > 3 ? " and " + (data.runs.length - 3) + " more" : "");
+    overview.appendChild(document.createTextNode(" \u00b7 run" + (data.runs.length > 1 ? "s " : " ") + runs));
+  }
 
   var state = { status: "all", code: "all", warning: "all", sort: "order", text: "" };
   var chips = document.getElementById("chips");

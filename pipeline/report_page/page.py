@@ -212,9 +212,6 @@ def take_data(
         if isinstance(w, Mapping)
     ]
     code = line.get("code") if status == "rejected" else None
-    speech = _num(metrics.get("input_speech_s")) if run else None
-    gain = _num(metrics.get("gain_db"))
-    lufs = _num(metrics.get("loudness_lufs"))
     return {
         "i": path,
         "n": name,
@@ -232,13 +229,20 @@ def take_data(
         "b": _href(output, link_base, source_base) if status == "ok" else None,
         "p": plot,
         "r": judge(metrics, limits, run=run, produced=status == "ok"),
-        # sort keys and histogram values: SNR, the input's loudness, speech in the input
-        "x": [
-            _t(metrics.get("snr_db")),
-            _t(lufs - gain) if run and lufs is not None and gain is not None else (None if run else _t(lufs)),
-            _t(speech if speech is not None else (None if run else metrics.get("speech_s"))),
-        ],
+        "x": distribution_values(metrics, run),
     }
+
+
+def distribution_values(metrics: Mapping[str, Any], run: bool) -> list[float | None]:
+    """A take's SNR, its input's loudness and the speech in its input: the page's histograms and
+    sort keys. A `run` line holds the clip's loudness and the gain that made it; a `check` line
+    measures the file itself."""
+    snr = _t(metrics.get("snr_db"))
+    if not run:
+        return [snr, _t(metrics.get("loudness_lufs")), _t(metrics.get("speech_s"))]
+    lufs, gain = _num(metrics.get("loudness_lufs")), _num(metrics.get("gain_db"))
+    before_gain = _t(lufs - gain) if lufs is not None and gain is not None else None
+    return [snr, before_gain, _t(metrics.get("input_speech_s"))]
 
 
 def _dedupe(lines: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
@@ -251,7 +255,7 @@ def _dedupe(lines: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
     return list(by_input.values())
 
 
-STATIC_KEYS = ("f", "cw", "m", "h", "g")  # written into the page's HTML, not repeated in its data
+STATIC_KEYS = ("f", "cw", "m", "h", "g", "idx")  # written into the page's HTML, not repeated in its data
 
 
 def take_html(t: Mapping[str, Any]) -> str:
@@ -266,6 +270,8 @@ def take_html(t: Mapping[str, Any]) -> str:
         head.append(f'<code class="code">{e(t["c"])}</code>')
     if t["cw"]:
         head.append(f'<span class="code-words">{e(t["cw"])}</span>')
+    if t["g"]:
+        head.append(f'<span class="stage">at the {e(str(t["g"]))} stage</span>')
     for code in dict.fromkeys(w[0] for w in t["w"]):
         head.append(f'<span class="pill">{e(WARNING_WORDS.get(code, code))}</span>')
     if t["k"]:
@@ -282,13 +288,14 @@ def page_data(
     lines: Iterable[Mapping[str, Any]],
     *,
     limits: Mapping[str, Any],
-    title: str,
     link_base: Path,
     source_base: Path | None = None,
     mode: str | None = None,
 ) -> dict[str, Any]:
     """Everything the page's script needs, as one JSON-ready object (``takes[i]["html"]`` is
     the take's static element, taken out before the data is embedded)."""
+    if mode not in (None, "run", "check"):
+        raise ValueError(f"mode must be 'run', 'check' or None, not {mode!r}")
     base = source_base if source_base is not None else Path.cwd()
     unique = _dedupe(lines)
     takes = []
@@ -301,7 +308,6 @@ def page_data(
         takes.append(t)
     runs = sorted({str(x["run_id"]) for x in unique if x.get("run_id")})
     return {
-        "title": title,
         "measures": limit_rows(limits),
         "limits": {k: v for k, v in limits.items() if _num(v) is not None},
         "codes": CODE_WORDS,
@@ -328,16 +334,16 @@ def render_page(
     are relative to (default: the current one). ``mode``: "run" or "check" for every line, or
     None to tell from each line. A later line for the same input replaces an earlier one.
     Nothing on the page is fetched from the network: a Content-Security-Policy allows only the
-    page's own script and style (by hash), data: images and local media.
+    page's own script and style (by hash) and local media.
     """
-    data = page_data(lines, limits=limits, title=title, link_base=link_base, source_base=source_base, mode=mode)
+    data = page_data(lines, limits=limits, link_base=link_base, source_base=source_base, mode=mode)
     articles = "".join(t.pop("html") for t in data["takes"])
     style, guard, script = _asset("page.css"), _asset("guard.js"), _asset("page.js")
     csp = (
         "default-src 'none'; "
         f"script-src {_csp_hash(guard)} {_csp_hash(script)}; "
         f"style-src {_csp_hash(style)}; "
-        "img-src data:; media-src 'self' file: blob:; base-uri 'none'; form-action 'none'"
+        "img-src 'none'; media-src 'self' file:; base-uri 'none'; form-action 'none'"
     )
     parts = {
         "CSP": html.escape(csp, quote=True),
