@@ -245,16 +245,6 @@ def distribution_values(metrics: Mapping[str, Any], run: bool) -> list[float | N
     return [snr, before_gain, _t(metrics.get("input_speech_s"))]
 
 
-def _dedupe(lines: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
-    """One line per input, in the order inputs first appear; a later line for the same input (a
-    rerun appended to the report) replaces the earlier one."""
-    by_input: dict[str, dict[str, Any]] = {}
-    for raw in lines:
-        line = normalise(raw)
-        by_input[str(line.get("input", ""))] = line
-    return list(by_input.values())
-
-
 STATIC_KEYS = ("f", "cw", "m", "h", "g", "idx")  # written into the page's HTML, not repeated in its data
 
 
@@ -293,26 +283,32 @@ def page_data(
     mode: str | None = None,
 ) -> dict[str, Any]:
     """Everything the page's script needs, as one JSON-ready object (``takes[i]["html"]`` is
-    the take's static element, taken out before the data is embedded)."""
+    the take's static element, taken out before the data is embedded). One take per input, in
+    the order inputs first appear; a later line for the same input (a rerun appended to the
+    report) replaces the earlier one. Each line is reduced as it is read: ``lines`` may stream."""
     if mode not in (None, "run", "check"):
         raise ValueError(f"mode must be 'run', 'check' or None, not {mode!r}")
     base = source_base if source_base is not None else Path.cwd()
-    unique = _dedupe(lines)
-    takes = []
-    for idx, line in enumerate(unique):
+    by_input: dict[str, dict[str, Any]] = {}
+    runs: set[str] = set()
+    for raw in lines:
+        line = normalise(raw)
         t = take_data(line, limits=limits, link_base=link_base, source_base=base, mode=mode)
+        by_input[t["i"]] = t
+        if line.get("run_id"):
+            runs.add(str(line["run_id"]))
+    takes = list(by_input.values())
+    for idx, t in enumerate(takes):
         t["idx"] = idx
         t["html"] = take_html(t)
         for key in STATIC_KEYS:
             del t[key]
-        takes.append(t)
-    runs = sorted({str(x["run_id"]) for x in unique if x.get("run_id")})
     return {
         "measures": limit_rows(limits),
         "limits": {k: v for k, v in limits.items() if _num(v) is not None},
         "codes": CODE_WORDS,
         "warnings": WARNING_WORDS,
-        "runs": runs,
+        "runs": sorted(runs),
         "takes": takes,
     }
 
