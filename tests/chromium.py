@@ -65,21 +65,28 @@ class Browser:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
-        port_file = Path(self.profile.name) / "DevToolsActivePort"
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while not (port_file.exists() and len(port_file.read_text().splitlines()) >= 2):
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"chromium did not start (exit {self.proc.poll()})")
-            await asyncio.sleep(0.05)
-        port, path = port_file.read_text().splitlines()[:2]
         self.http = aiohttp.ClientSession()
-        self.ws = await self.http.ws_connect(f"ws://127.0.0.1:{port}{path}", max_msg_size=0)
+        try:
+            port_file = Path(self.profile.name) / "DevToolsActivePort"
+            deadline = time.monotonic() + START_TIMEOUT_S
+            while not (port_file.exists() and len(port_file.read_text().splitlines()) >= 2):
+                if self.proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"chromium did not start (exit {self.proc.poll()})")
+                await asyncio.sleep(0.05)
+            port, path = port_file.read_text().splitlines()[:2]
+            self.ws = await self.http.ws_connect(f"ws://127.0.0.1:{port}{path}", max_msg_size=0)
+        except BaseException:
+            await self._stop()
+            raise
         self.reader = asyncio.create_task(self._read())
         return self
 
     async def __aexit__(self, *exc: object) -> None:
         self.reader.cancel()
         await self.ws.close()
+        await self._stop()
+
+    async def _stop(self) -> None:
         await self.http.close()
         self.proc.terminate()
         try:

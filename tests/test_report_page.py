@@ -175,6 +175,7 @@ def test_measures_are_judged_against_the_limits(takes, tmp_path):
     good = rows["speech_librivox_16k.wav"]
     assert not [r for r in good if r and r[2] == FAIL]
     assert good[keys.index("duration_s")][1].endswith(" s"), "the clip's column is filled"
+    assert good[keys.index("container")][:3] == [None, "WAV 16-bit", None]
     # the limits are the config's: raise the SNR thresholds and the same clip fails, then warns
     librivox = by_name(takes["lines"], "speech_librivox_16k.wav")
     snr = librivox["metrics"]["snr_db"]
@@ -195,9 +196,15 @@ def test_check_lines_show_the_file_itself(takes):
     for t in data["takes"]:
         assert not t["run"] and t["p"]["os"] is None and t["b"] is None
         assert all(r is None or r[1] is None for r in t["r"]), "no clip column"
+    keys = [m.key for m in MEASURES]
     rate = next(t for t in data["takes"] if t["i"].endswith("hold_music_8k.flac"))
     assert rate["c"] == "BadRequest.UnsupportedFileFormat"  # FLAC: the first rule it breaks
-    assert rate["r"][[m.key for m in MEASURES].index("sample_rate")][2] == FAIL
+    assert rate["r"][keys.index("container")][:3] == ["FLAC", None, FAIL]
+    assert rate["r"][keys.index("sample_rate")][2] == FAIL
+    wav = next(t for t in data["takes"] if t["i"].endswith("speech_librivox_16k.wav"))
+    assert wav["r"][keys.index("container")][2] is None
+    # a pause over the window's limit is ours to shorten, not a fault of a file checked as it is
+    assert all(t["r"][keys.index("longest_pause_s")][2] is None for t in data["takes"])
 
 
 def test_mode_check_shows_run_lines_as_files(takes):

@@ -30,7 +30,8 @@ class Measure:
     ``key`` names the value in a report line's ``metrics`` (the produced clip in a `run` report,
     the file itself in a `check` report); ``input_key`` the same measure on the input of a run.
     ``content`` rows are judged on the input when a run produced no clip (the run would have
-    reformatted the others: length, size).
+    reformatted the others: length, size). ``clip_only`` rows hold our clips to our thresholds
+    and are not judged on a file checked as it is.
     """
 
     key: str
@@ -40,8 +41,11 @@ class Measure:
     scale: float = 1.0
     input_key: str | None = None
     content: bool = True
+    clip_only: bool = False
 
     def text(self, value: Any, metrics: Mapping[str, Any]) -> str | None:
+        if self.key == "container":
+            return _format_text(metrics)
         v = _num(value)
         if v is None:
             return None
@@ -52,13 +56,25 @@ class Measure:
         return _fmt(v * self.scale, self.digits) + unit
 
 
+def _format_text(metrics: Mapping[str, Any]) -> str | None:
+    """"WAV 16-bit", "MP3", "MP4 aac": the container, with the bit depth of PCM or a codec of its own."""
+    container, codec, depth = metrics.get("container"), metrics.get("codec"), metrics.get("bit_depth")
+    if not isinstance(container, str):
+        return None
+    name = container.upper()
+    if isinstance(codec, str) and codec.startswith("pcm_"):
+        return f"{name} {depth}-bit" if depth else name
+    return name if not codec or codec == container else f"{name} {codec}"
+
+
 MEASURES: tuple[Measure, ...] = (
+    Measure("container", "Format", "", 0, content=False),
     Measure("duration_s", "Duration", "s", 1, input_key="input_duration_s", content=False),
     Measure("speech_s", "Speech", "s", 1, input_key="input_speech_s"),
     Measure("longest_speech_s", "Longest run", "s", 1, input_key="input_longest_speech_s"),
-    Measure("longest_pause_s", "Longest pause", "s", 1, input_key="input_longest_pause_s", content=False),
+    Measure("longest_pause_s", "Longest pause", "s", 1, input_key="input_longest_pause_s", content=False, clip_only=True),
     Measure("loudness_lufs", "Loudness", "LUFS", 1),
-    Measure("true_peak_dbtp", "True peak", "dBTP", 1, content=False),
+    Measure("true_peak_dbtp", "True peak", "dBTP", 1, content=False, clip_only=True),
     Measure("snr_db", "SNR", "dB", 0),
     Measure("hum_db", "Mains hum", "", 0),
     Measure("bandwidth_hz", "Bandwidth", "kHz", 1, scale=1e-3),
@@ -182,6 +198,8 @@ def _limit(key: str, lim: Limits) -> tuple[str, str] | None:
         return _fmt(float(lim[k]) * scale, digits)
 
     have = set(lim)
+    if key == "container":
+        return "WAV 16-bit, MP3 or AAC", "service"
     if key == "duration_s" and "max_duration_s" in have:
         clip = f"; clips {n('clip_min_s')}\u2013{n('clip_max_s')} s" if {"clip_min_s", "clip_max_s"} <= have else ""
         return f"\u2264 {n('max_duration_s')} s{clip}", "service"
@@ -245,17 +263,21 @@ def judge(metrics: Mapping[str, Any], limits: Limits, *, run: bool, produced: bo
         if run:
             plain = metrics.get(m.key)
             input_value = metrics.get(m.input_key) if m.input_key else None
-            cells = (m.text(input_value, metrics), m.text(plain, metrics))
+            cells = (m.text(input_value, metrics) if m.input_key else None, m.text(plain, metrics))
             judged = _num(plain)
             if judged is None and not produced and m.content:
                 judged = _num(input_value)
         else:
             value = metrics.get(m.key)
             cells = (m.text(value, metrics), None)
-            judged = _num(value)
+            judged = None if m.clip_only else _num(value)
         if cells == (None, None):
             rows.append(None)
             continue
-        level = judge_fn(judged, metrics, limits) if judge_fn is not None and judged is not None else None
+        if m.key == "container":  # the one rule on text: validate lists it among the failures
+            unsupported = "BadRequest.UnsupportedFileFormat" in (metrics.get("failures") or ())
+            level = FAIL if unsupported else None
+        else:
+            level = judge_fn(judged, metrics, limits) if judge_fn is not None and judged is not None else None
         rows.append([cells[0], cells[1], level, _note(m.key, metrics)])
     return rows
