@@ -91,10 +91,9 @@ def limits_from_config(config: Any) -> dict[str, Any]:
     """The service's limits and the thresholds of ``config`` (a loaded pipeline.yaml) as one flat
     mapping: `validate` and `quality` of the `check` chain, `window` and `loudness` of the `run` chain.
     A stage missing from the config leaves its keys out (its rows are then shown without a limit)."""
-    from stages.resample import MIN_RATE
-    from stages.validate import MAX_BYTES
+    from ..limits import MAX_FILE_BYTES, MIN_SAMPLE_RATE_HZ
 
-    out: dict[str, Any] = {"max_size_bytes": MAX_BYTES, "min_sample_rate_hz": MIN_RATE}
+    out: dict[str, Any] = {"max_size_bytes": MAX_FILE_BYTES, "min_sample_rate_hz": MIN_SAMPLE_RATE_HZ}
     wanted = {
         "validate": ("max_duration_s", "min_speech_s", "min_run_s"),
         "quality": (

@@ -290,13 +290,14 @@ def page_data(
         raise ValueError(f"mode must be 'run', 'check' or None, not {mode!r}")
     base = source_base if source_base is not None else Path.cwd()
     by_input: dict[str, dict[str, Any]] = {}
-    runs: set[str] = set()
+    run_of: dict[str, str] = {}  # the run each shown verdict comes from
     for raw in lines:
         line = normalise(raw)
         t = take_data(line, limits=limits, link_base=link_base, source_base=base, mode=mode)
         by_input[t["i"]] = t
+        run_of.pop(t["i"], None)
         if line.get("run_id"):
-            runs.add(str(line["run_id"]))
+            run_of[t["i"]] = str(line["run_id"])
     takes = list(by_input.values())
     for idx, t in enumerate(takes):
         t["idx"] = idx
@@ -308,7 +309,7 @@ def page_data(
         "limits": {k: v for k, v in limits.items() if _num(v) is not None},
         "codes": CODE_WORDS,
         "warnings": WARNING_WORDS,
-        "runs": sorted(runs),
+        "runs": sorted(set(run_of.values())),
         "takes": takes,
     }
 

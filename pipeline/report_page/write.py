@@ -2,37 +2,14 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
-import secrets
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+from ..writer import write_atomic
 from .measures import limits_from_config
 from .page import render_page
-
-
-def write_text_atomic(path: str | os.PathLike[str], text: str) -> int:
-    """Write ``text`` (UTF-8) to a temporary file beside ``path``, fsync it and rename it over
-    ``path``: a reader never sees a partial page. The file gets the usual permissions (0666
-    less the umask). Returns the size in bytes."""
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.name}.{secrets.token_hex(4)}.part")
-    data = text.encode("utf-8")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    return len(data)
 
 
 def write_page(
@@ -57,4 +34,4 @@ def write_page(
         source_base=source_base,
         mode=mode,
     )
-    return write_text_atomic(target, text)
+    return write_atomic(target, text.encode("utf-8"))
