@@ -125,3 +125,13 @@ def emulator(tmp_path: Path) -> Iterator[Any]:
 
 
 # ---- end emulator fixtures -------------------------------------------------------------------
+
+
+# ---- report page fixtures (issue 15: the HTML report) ---------------------------------------
+# `report_takes`: a real batch through `run` (with plot data, tests/report_lines.py) and three of
+# its inputs through `check`: {"root", "lines", "check", "config"}; built once per session.
+@pytest.fixture(scope="session")
+def report_takes(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    import report_lines
+
+    return report_lines.real_batch(tmp_path_factory.mktemp("report_takes"))
