@@ -476,7 +476,7 @@ def test_stage_in_a_pipeline_against_the_emulator(service_env: Any, tmp_path: Pa
     from pipeline.audio_io import decode
     from pipeline.config import parse
 
-    cfg = parse({"run": ["encode", {"enroll": {"prefix": "stage", "target_model": MODEL}}],
+    cfg = parse({"run": ["encode", "validate", {"enroll": {"prefix": "stage", "target_model": MODEL}}],
                  "enroll": {"poll_interval_s": 0.05, "ledger": str(tmp_path / "l.sqlite")}})
     clip = decode(str(FIXTURES / SPEECH))
     with cfg.run.open() as run:
