@@ -5,8 +5,9 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
-from .clip import Clip, SourceInfo, WholeSource
+from .clip import Clip, SourceInfo, SpeechMap, WholeSource
 from .config import Config, load
 from .errors import PipelineError
 from .verdict import Verdict
@@ -15,23 +16,33 @@ ANALYSIS_RATE = 16000
 STREAM_CHECK_S = 120.0  # longer inputs are judged in blocks, never held whole (seconds)
 
 
-def check(path: str | os.PathLike[str], config: Config | None = None) -> Verdict:
+def check(path: str | os.PathLike[str], config: Config | None = None, *, plot: bool = False) -> Verdict:
     """The service's verdict on ``path`` as it would be uploaded; never raises for a bad file.
 
     Decodes only the first channel (the one the service uses), at 16 kHz, then runs the
-    config's ``check`` chain. Raises ConfigError only for a bad ``config``.
+    config's ``check`` chain. With ``plot``, the verdict also carries what the report page
+    draws (the first channel's coarse waveform and its speech). Raises ConfigError only for a
+    bad ``config``.
     """
     from . import audio_io
+    from .report_page.envelope import EnvelopeBuilder
 
     cfg = config if config is not None else load(chains=("check",))
     p = os.fspath(path)
+    env: EnvelopeBuilder | None = None
+    duration = 0.0
     try:
         info = audio_io.probe(p)
+        duration = info.duration_s
         rate = ANALYSIS_RATE if info.sample_rate > ANALYSIS_RATE else None
         if info.duration_s > STREAM_CHECK_S:
-            clip = _streamed_clip(info, rate, cfg)
+            env = EnvelopeBuilder(int(info.duration_s * (rate or info.sample_rate))) if plot else None
+            clip = _streamed_clip(info, rate, cfg, env)
         else:
             clip = audio_io.decode(info, rate=rate, first_channel=True)
+            if plot:
+                env = EnvelopeBuilder(clip.frames)
+                env.add(clip.samples[0])
         out = cfg.check(clip)
     except PipelineError as exc:
         return Verdict(
@@ -42,16 +53,27 @@ def check(path: str | os.PathLike[str], config: Config | None = None) -> Verdict
             hint=exc.hint,
             stage=exc.stage,
             metrics=exc.metrics,
+            plot=_plot(duration, env, exc.speech),
         )
     return Verdict(
         path=p,
         ok=True,
         metrics=dict(out.metrics),
         warnings=[w.as_dict() for w in out.warnings],
+        plot=_plot(duration, env, out.speech),
     )
 
 
-def _streamed_clip(info: SourceInfo, rate: int | None, cfg: Config) -> Clip:
+def _plot(duration_s: float, env: Any, speech: Any) -> dict[str, Any] | None:
+    """The report page's data for a file judged as it is: its waveform and its speech."""
+    if env is None:
+        return None
+    segments = speech.segments.round(3).tolist() if isinstance(speech, SpeechMap) else []
+    return {"input_s": round(duration_s, 3), "input_env": env.values(), "speech": segments, "speech_span": None,
+            "window": None, "pieces": [], "output_s": None, "output_env": None, "output_speech": []}
+
+
+def _streamed_clip(info: SourceInfo, rate: int | None, cfg: Config, env: Any = None) -> Clip:
     """The first channel of a long input, decoded in blocks: speech is detected over the whole
     file as the blocks pass (with the settings of the chain's first stage that detects speech),
     the peak is tracked, and only the first ``STREAM_CHECK_S`` seconds are kept as the clip's
@@ -80,6 +102,8 @@ def _streamed_clip(info: SourceInfo, rate: int | None, cfg: Config) -> Clip:
         nonlocal held, peak, seen
         for block in audio_io.iter_blocks(info, rate=rate, first_channel=True):
             x = np.nan_to_num(block[0], nan=0.0, posinf=1.0, neginf=-1.0)
+            if env is not None:
+                env.add(x)
             if held < keep:
                 head.append(x[: keep - held].copy())
                 held += len(head[-1])

@@ -31,6 +31,8 @@ def register(sub: Any) -> None:
     p.add_argument("paths", nargs="+", metavar="FILE|DIR", help="files, or folders searched recursively for audio")
     p.add_argument("--config", metavar="PIPELINE.yaml", help="pipeline file (default: the bundled pipeline.yaml)")
     p.add_argument("--json", action="store_true", help="print JSON Lines with every measured value, one per file")
+    p.add_argument("--html", metavar="FILE.html",
+                   help="also write a page showing every file's waveform, speech and verdict (docs/report.md)")
     p.add_argument("-v", "--verbose", action="store_true", help="also print a line for files that pass")
     p.set_defaults(func=cmd_check)
 
@@ -72,9 +74,12 @@ def cmd_check(args: argparse.Namespace) -> int:
         sys.stderr.write("voiceprep: error: no audio files found in " + ", ".join(args.paths) + "\n")
         return 2
     failed = 0
+    page: list[dict[str, Any]] = []
     for f in files:
-        verdict = check(f, cfg)
+        verdict = check(f, cfg, plot=bool(args.html))
         failed += not verdict.ok
+        if args.html:
+            page.append(verdict.as_dict())
         if args.json:
             sys.stdout.write(json.dumps(verdict.as_dict(), ensure_ascii=False) + "\n")
         elif not verdict.ok or args.verbose:
@@ -84,6 +89,10 @@ def cmd_check(args: argparse.Namespace) -> int:
                     f"{f}: warning {w['code']}: {w['message']}" + (f" ({w['hint']})" if w["hint"] else "") + "\n"
                 )
         sys.stdout.flush()
+    if args.html:
+        from .report_page import write_page
+
+        write_page(args.html, page, cfg, mode="check")
     return 1 if failed else 0
 
 
@@ -136,6 +145,8 @@ def register_run(sub: Any) -> None:
     p.add_argument("--report", metavar="FILE.jsonl",
                    help="write one JSON line per input of this run to this file (rewritten each run)")
     p.add_argument("--json", action="store_true", help="print the report's JSON lines on stdout instead of text lines")
+    p.add_argument("--html", metavar="FILE.html",
+                   help="also write a page showing every input's waveform, speech, chosen window and verdict")
     p.add_argument("--force", action="store_true", help="process every input again, even unchanged ones")
     p.add_argument("--prune", action="store_true",
                    help="remove the outputs in DIR whose inputs no longer exist (they are only listed otherwise)")
@@ -170,8 +181,11 @@ def cmd_run(args: argparse.Namespace) -> int:
         sys.stderr.write("voiceprep: error: no audio files found in " + ", ".join(args.paths) + "\n")
         return 2
     progress = sys.stderr.isatty() and not args.quiet and not args.json
+    page: list[dict[str, Any]] = []
 
     def show(res: Any) -> None:
+        if args.html:
+            page.append(res.as_dict())
         if args.json:
             sys.stdout.write(res.json() + "\n")
         elif not args.quiet and (not res.ok or not progress):
@@ -196,6 +210,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     for orphan in outcome.orphans:
         verb = "removed" if args.prune else "left (--prune removes it)"
         sys.stderr.write(f"voiceprep: {shown(orphan.output)}: its input {shown(orphan.input)} is gone; {verb}\n")
+    if args.html:
+        from .report_page import write_page
+
+        write_page(args.html, page, cfg, mode="run")
     out = sys.stderr if args.json else sys.stdout
     out.write(outcome.summary.table(outcome.wall_s) + "\n")
     if outcome.interrupted:

@@ -40,6 +40,7 @@ class PipelineError(VoiceprepError):
         source: str | None = None,
         http_status: int | None = None,
         metrics: dict[str, Any] | None = None,
+        speech: Any = None,
     ) -> None:
         self.code = code
         self.message = message
@@ -48,6 +49,7 @@ class PipelineError(VoiceprepError):
         self.source = source
         self.http_status = http_status
         self.metrics: dict[str, Any] = dict(metrics or {})
+        self.speech = speech  # the SpeechMap found before refusing (input time), for the report's plot
         super().__init__(self.line())
 
     def line(self) -> str:

@@ -36,6 +36,7 @@ class FileResult:
     extra: dict[str, Any] = field(default_factory=dict)
     run_id: str | None = None
     skipped: bool = False
+    plot: dict[str, Any] | None = None  # what the report page draws (envelopes, speech, the cut)
 
     @property
     def ok(self) -> bool:
@@ -56,6 +57,8 @@ class FileResult:
             "run_id": self.run_id,
             "skipped": self.skipped,
         }
+        if self.plot is not None:
+            out["plot"] = self.plot
         out.update(self.extra)
         return out
 
@@ -63,7 +66,7 @@ class FileResult:
     def from_dict(cls, data: dict[str, Any]) -> FileResult:
         """A result back from its report line (``extra`` keeps the keys this class does not name)."""
         known = {"input", "status", "output", "code", "message", "hint", "warnings", "segment", "metrics", "stage",
-                 "run_id", "skipped"}
+                 "run_id", "skipped", "plot"}
         return cls(
             input=data["input"],
             status=data["status"],
@@ -78,6 +81,7 @@ class FileResult:
             extra={k: v for k, v in data.items() if k not in known},
             run_id=data.get("run_id"),
             skipped=bool(data.get("skipped", False)),
+            plot=data.get("plot"),
         )
 
     def json(self) -> str:

@@ -163,6 +163,8 @@ class Validate:
         metrics["failures"] = [r.code for r in failures]
         if failures:
             first = failures[0]
-            err: PipelineError = service_error(first.code, first.message(metrics), hint=first.hint, metrics=metrics)
+            err: PipelineError = service_error(
+                first.code, first.message(metrics), hint=first.hint, metrics=metrics, speech=found
+            )
             raise err
         return clip.replace(metrics=metrics, speech=found)

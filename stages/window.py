@@ -328,6 +328,8 @@ class Window:
                 f"only {report.speech_s:.1f} s of speech found; more than {self.min_input_speech_s:g} s needed",
                 hint="no usable voice: record 20-30 s of one person reading aloud, without music or noise",
                 metrics={**clip.metrics, **found},
+                speech=SpeechMap(segments=report.segments + clip.offset_s, runs=report.runs + clip.offset_s,
+                                 duration_s=report.duration_s),
             )
         best = self.choose(x, clip.sample_rate, report.segments, x16)
         if best is None:  # pragma: no cover - speech_s > 10 implies segments

@@ -1,9 +1,6 @@
-"""Report lines with plot data, built from real recordings, in the shape the runner will write them.
-
-Stands in for the producer of ``plot`` (issue 15's contract) in the page's tests and benchmark:
-the envelope and speech map come from the audio on disk (soundfile, pipeline.speech.detect), the
-verdicts from the real `run` chain and pipeline.api.check.
-"""
+"""Report lines with plot data, built from real recordings: the real `run` and `check` produce
+them; ``with_plot`` rebuilds the plot from the files on disk for a report line that has none
+(reports written before plots existed, and the benchmark's synthetic batches)."""
 
 from __future__ import annotations
 
@@ -96,10 +93,8 @@ def check_lines(paths: Iterable[str | Path]) -> list[dict[str, Any]]:
     """`voiceprep check` verdicts as report lines (no output), with the input's plot."""
     out = []
     for p in paths:
-        v = api.check(p)
-        plot = input_plot(p)
-        if v.metrics.get("segments") is not None:
-            plot["speech"] = v.metrics["segments"]
+        v = api.check(p, plot=True)
+        plot = v.plot
         out.append({
             "input": str(p),
             "status": "ok" if v.ok else "rejected",

@@ -293,3 +293,36 @@ def test_report_command_refuses_what_is_not_a_report(tmp_path, capsys):
     cfg.write_text("check: [nosuchstage]\n")
     assert main(["report", str(bad), "-o", str(out), "--config", str(cfg)]) == 2
     assert "config error" in capsys.readouterr().err
+
+
+def test_run_and_check_carry_the_plot_the_page_draws(tmp_path: Path):
+    """The data of each take's plot comes from the run itself (no decoding again): the input's
+    waveform and speech, the window and its pieces inside the input, the clip's waveform and speech."""
+    import soundfile as sf
+
+    from pipeline.api import check
+    from pipeline.cli import main
+
+    src = tmp_path / "in"
+    src.mkdir()
+    reader = Path(__file__).resolve().parent.parent / "fixtures" / "speech_librivox_16k.wav"
+    x, sr = sf.read(reader, dtype="float32")
+    sf.write(src / "take.wav", x, sr, subtype="PCM_16")
+    sf.write(src / "short.wav", x[: sr * 4], sr, subtype="PCM_16")
+    rep = tmp_path / "r.jsonl"
+    main(["run", str(src), "--out", str(tmp_path / "out"), "--report", str(rep), "--html", str(tmp_path / "p.html"), "-q"])
+    lines = {Path(d["input"]).name: d for d in map(json.loads, rep.read_text().splitlines())}
+    take, short = lines["take.wav"]["plot"], lines["short.wav"]["plot"]
+    assert take["input_s"] == pytest.approx(len(x) / sr, abs=0.01) and 100 <= len(take["input_env"]) <= 600
+    assert max(take["input_env"]) == pytest.approx(255 * float(np.max(np.abs(x))), abs=2)
+    a, b = take["window"]
+    assert 0 <= a < b <= take["input_s"] and take["pieces"][0][0] == pytest.approx(a, abs=0.01)
+    assert any(s <= a + 0.5 and a < e for s, e in take["speech"])  # the window starts at speech
+    assert take["output_s"] == pytest.approx(lines["take.wav"]["metrics"]["duration_s"], abs=0.01)
+    assert sum(e - s for s, e in take["output_speech"]) == pytest.approx(lines["take.wav"]["metrics"]["speech_s"], abs=0.05)
+    assert short["window"] is None and short["output_env"] is None
+    assert 0 < sum(e - s for s, e in short["speech"]) < 4.5  # the refused take still shows its speech
+    page = (tmp_path / "p.html").read_text()
+    assert page.count("data-input=") == 2
+    verdict = check(src / "take.wav", plot=True)
+    assert verdict.plot is not None and verdict.plot["speech"] and verdict.plot["output_env"] is None
