@@ -153,3 +153,20 @@ def test_console_script_runs_numpy_on_one_blas_thread():
     assert threads("console") == (1, "1")
     assert threads("library")[0] > 1  # a plain import leaves the library's default alone
     assert threads("console", OPENBLAS_NUM_THREADS="2") == (2, "2")
+
+
+def test_pre_commit_hook_takes_every_suffix_check_reads_in_any_case():
+    import re
+
+    import yaml
+
+    from pipeline.plan import AUDIO_SUFFIXES
+
+    hook = yaml.safe_load((Path(__file__).resolve().parent.parent / ".pre-commit-hooks.yaml").read_text())[0]
+    pattern = re.compile(hook["files"])
+    for suffix in AUDIO_SUFFIXES:
+        for name in (f"take{suffix}", f"TAKE{suffix.upper()}", f"dir/Take{suffix.title()}"):
+            assert pattern.search(name), name
+    for name in ("notes.txt", "take.wav.txt", "wav"):
+        assert not pattern.search(name), name
+    assert hook["entry"] == "voiceprep check"
