@@ -138,20 +138,25 @@ AUDIO_SUFFIXES = frozenset(
 
 
 def expand(paths: list[str]) -> list[Path]:
-    """Files named directly, plus audio files (by suffix) found recursively in named folders, sorted."""
+    """Files named directly, plus audio entries (by suffix) found recursively in named folders, sorted.
+
+    Every entry with an audio suffix that is not a folder is listed, whatever it is (a FIFO, a
+    socket, a broken link, a file that cannot be read): each gets its own verdict from ``check``
+    rather than being skipped in silence. Hidden files and folders are skipped; links to
+    folders are not followed; folders that cannot be listed are skipped.
+    """
     out: list[Path] = []
     for raw in paths:
         p = Path(raw)
-        if p.is_dir():
-            out.extend(
-                sorted(
-                    f
-                    for f in p.rglob("*")
-                    if f.is_file()
-                    and f.suffix.lower() in AUDIO_SUFFIXES
-                    and not any(part.startswith(".") for part in f.relative_to(p).parts)
-                )
-            )
-        else:
+        if not p.is_dir():
             out.append(p)
+            continue
+        found: list[Path] = []
+        for top, dirs, names in os.walk(p):
+            dirs[:] = [d for d in dirs if not d.startswith(".")]
+            for name in names:
+                f = Path(top, name)
+                if not name.startswith(".") and f.suffix.lower() in AUDIO_SUFFIXES:
+                    found.append(f)
+        out.extend(sorted(found))
     return out

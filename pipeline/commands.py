@@ -63,28 +63,56 @@ def cmd_check(args: argparse.Namespace) -> int:
     cfg = _config(args.config, ("check",))  # the `run` chain is neither built nor imported
     if cfg is None:
         return 2
-    files = expand(args.paths)
-    missing = [str(f) for f in files if not f.exists()]
-    if missing:
-        sys.stderr.write(f"voiceprep: error: no such file or folder: {missing[0]}\n")
-        return 2
+    files = expand(args.paths)  # a missing path stays in the list: it is refused like any bad file
     if not files:
-        sys.stderr.write("voiceprep: error: no audio files found in " + ", ".join(args.paths) + "\n")
+        sys.stderr.write("voiceprep: error: no audio files found in " + ", ".join(map(_shown, args.paths)) + "\n")
         return 2
     failed = 0
     for f in files:
-        verdict = check(f, cfg)
+        verdict = _checked(check, f, cfg)
         failed += not verdict.ok
         if args.json:
-            sys.stdout.write(json.dumps(verdict.as_dict(), ensure_ascii=False) + "\n")
+            record = verdict.as_dict()
+            record["path"] = _shown(record["path"])
+            sys.stdout.write(_shown(json.dumps(record, ensure_ascii=False)) + "\n")
         elif not verdict.ok or args.verbose:
-            sys.stdout.write(verdict.line() + "\n")
+            sys.stdout.write(_shown(verdict.line()) + "\n")
             for w in verdict.warnings:
                 sys.stdout.write(
-                    f"{f}: warning {w['code']}: {w['message']}" + (f" ({w['hint']})" if w["hint"] else "") + "\n"
+                    _shown(f"{f}: warning {w['code']}: {w['message']}" + (f" ({w['hint']})" if w["hint"] else ""))
+                    + "\n"
                 )
         sys.stdout.flush()
     return 1 if failed else 0
+
+
+def _checked(check: Any, path: Any, cfg: Any) -> Any:
+    """``check``'s verdict; a voiceprep bug on one file becomes that file's verdict, not the folder's end."""
+    from .verdict import Verdict
+
+    try:
+        return check(path, cfg)
+    except Exception as exc:  # noqa: BLE001 - one file must never stop the folder
+        return Verdict(
+            path=str(path),
+            ok=False,
+            code="voiceprep.UnexpectedError",
+            message=f"{type(exc).__name__}: {exc}",
+            hint="this is a voiceprep bug; please report it with the file",
+        )
+
+
+_CONTROLS = {c: f"\\x{c:02x}" for c in (*range(32), 127)}
+
+
+def _shown(text: str) -> str:
+    """``text`` printable on one UTF-8 line whatever a file name holds: bytes that are not UTF-8
+    (kept by Python as lone surrogates) and control characters are shown as ``\\xNN`` escapes."""
+    try:
+        raw = text.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:  # surrogates that do not come from a file name
+        raw = text.encode("utf-8", "backslashreplace")
+    return raw.decode("utf-8", "backslashreplace").translate(_CONTROLS)
 
 
 def cmd_stages(args: argparse.Namespace) -> int:
