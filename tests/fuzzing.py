@@ -1,23 +1,15 @@
-"""Seeded mutations of real WAV/MP3/M4A files, and the offline fuzz run that judges them.
+"""Seeded mutations of real WAV/RF64/MP3/M4A files, and a table of hand-made bad headers.
 
-The suite (tests/test_hostile.py) uses ``seeds``, ``variants`` and ``bad_headers`` on a few
-hundred files. The large offline run judges each file in a worker process watched by a timer,
-through the library's ``check`` and through the `run` path (``runner.process_file``):
-
-    .venv/bin/python tests/fuzzing.py --count 2000 --seed 16 --jobs 2 --out /tmp/fuzz
-
-and prints the number of tracebacks, hangs, files without a code, and the slowest files.
-Every variant is rebuilt from ``(seed, index)`` alone: ``--only 1234`` writes and judges one.
+The suite (tests/test_hostile.py) judges a few hundred of them; tests/fuzz_offline.py runs
+thousands, each in a watched worker process (its docstring has the command). Every variant is
+rebuilt from ``(seed, index)`` alone.
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 import random
+import re
 import struct
-import sys
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from fractions import Fraction
@@ -73,14 +65,15 @@ def _encode(path: Path, x: np.ndarray, sr: int, fmt: str, codec: str, bit_rate: 
             out.mux(pkt)
 
 
-def seeds(workdir: Path) -> list[Seed]:
-    """Small valid files made from the fixtures: 16-bit, 24-bit EXTENSIBLE and RF64 WAV, MP3
-    (CBR mono with an ID3 tag and an Info frame, stereo 44.1 kHz) and M4A (moov last, and first)."""
+def seeds(workdir: Path, length_s: float = 4.0) -> list[Seed]:
+    """Valid files made from the fixtures, ``length_s`` long (mono; stereo at most 5 s): 16-bit,
+    24-bit EXTENSIBLE and RF64 WAV, MP3 (CBR with an ID3 tag and an Info frame, mono 16 kHz and
+    stereo 44.1 kHz) and M4A (moov last, and first)."""
     import soundfile as sf
 
     workdir.mkdir(parents=True, exist_ok=True)
-    mono, mono_sr = _load("speech_librivox_16k.wav", 0.0, 4.0)
-    stereo, stereo_sr = _load("speech_wikipedia_stereo_44k.wav", 0.5, 2.0)
+    mono, mono_sr = _load("speech_librivox_16k.wav", 0.0, min(length_s, 26.0))
+    stereo, stereo_sr = _load("speech_wikipedia_stereo_44k.wav", 0.5, min(length_s / 2, 5.0))
     made: list[tuple[str, str, Callable[[Path], None]]] = [
         ("mono16k.wav", "wav", lambda p: sf.write(p, mono.T, mono_sr, subtype="PCM_16")),
         ("stereo44k.wav", "wav", lambda p: sf.write(p, stereo.T, stereo_sr, subtype="PCM_16")),
@@ -300,7 +293,7 @@ def variant(all_seeds: list[Seed], seed: int, index: int) -> tuple[str, bytes]:
         op, data = rng.choice(MUTATIONS)(rng, data, base.kind)
         ops.append(op)
     stem, ext = base.name.rsplit(".", 1)
-    tag = "_".join(ops).replace("/", "")[:60]
+    tag = re.sub(r"[^A-Za-z0-9_=@-]", "", "_".join(ops))[:60]
     return f"{index:05d}_{stem}_{tag}.{ext}", data
 
 
@@ -450,175 +443,3 @@ def bad_headers(all_seeds: list[Seed], workdir: Path) -> list[tuple[str, bytes, 
         ("text.wav", b"this is not audio\n" * 100, dec),
     ]
     return cases
-
-
-# ---- the offline run: each file judged in a worker process under a watchdog --------------------------
-
-
-def _worker(modes: list[str], out_dir: Path) -> None:
-    """Judge each path read from stdin; one JSON line per file on stdout."""
-    import traceback
-
-    from pipeline.api import check
-    from pipeline.config import load
-    from pipeline.runner import Job, process_file
-
-    check_cfg = load(chains=("check",))
-    run_cfg = load() if "run" in modes else None
-    for line in sys.stdin:
-        path = json.loads(line)["path"]
-        rec: dict[str, object] = {"path": path}
-        for mode in modes:
-            t0 = time.perf_counter()
-            try:
-                if mode == "check":
-                    v = check(path, check_cfg)
-                    res = {"ok": v.ok, "code": v.code, "message": v.message}
-                else:
-                    out = out_dir / f"{Path(path).name}.out.wav"
-                    r = process_file(Job(path, str(out)), run_cfg)  # type: ignore[arg-type]
-                    out.unlink(missing_ok=True)
-                    res = {"ok": r.ok, "code": r.code, "message": r.message}
-            except BaseException:  # noqa: BLE001 - every escape is what this run counts
-                res = {"traceback": traceback.format_exc()}
-            res["s"] = round(time.perf_counter() - t0, 3)
-            rec[mode] = res
-        sys.stdout.write(json.dumps(rec) + "\n")
-        sys.stdout.flush()
-
-
-class _Worker:
-    """A worker process; ``judge`` returns its record, or None when it took longer than ``timeout_s``."""
-
-    def __init__(self, modes: list[str], out_dir: Path, log: Path) -> None:
-        import subprocess
-
-        self.proc = subprocess.Popen(
-            [sys.executable, __file__, "--worker", ",".join(modes), "--out", str(out_dir)],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log.open("ab"), text=True,
-        )
-
-    def judge(self, path: Path, timeout_s: float) -> dict[str, object] | None:
-        import select
-
-        assert self.proc.stdin is not None and self.proc.stdout is not None
-        self.proc.stdin.write(json.dumps({"path": str(path)}) + "\n")
-        self.proc.stdin.flush()
-        ready, _, _ = select.select([self.proc.stdout], [], [], timeout_s)
-        if not ready:
-            self.proc.kill()
-            self.proc.wait()
-            return None
-        line = self.proc.stdout.readline()
-        if not line:  # the worker died (a crash in native code)
-            self.proc.wait()
-            return {"path": str(path), "crash": self.proc.returncode}
-        return json.loads(line)
-
-    def close(self) -> None:
-        if self.proc.poll() is None:
-            assert self.proc.stdin is not None
-            self.proc.stdin.close()
-            self.proc.wait()
-
-
-def run_offline(args: argparse.Namespace) -> int:
-    import threading
-
-    from pipeline.errors import SERVICE_CODES
-
-    out = Path(args.out)
-    files_dir, seeds_dir, work = out / "files", out / "seeds", out / "work"
-    for d in (files_dir, seeds_dir, work):
-        d.mkdir(parents=True, exist_ok=True)
-    all_seeds = seeds(seeds_dir)
-    paths: list[Path] = []
-    indices = [args.only] if args.only is not None else range(args.count)
-    for i in indices:
-        name, data = variant(all_seeds, args.seed, i)
-        (files_dir / name).write_bytes(data)
-        paths.append(files_dir / name)
-    if args.headers:
-        for name, data, _ in bad_headers(all_seeds, seeds_dir):
-            (files_dir / f"hdr_{name}").write_bytes(data)
-            paths.append(files_dir / f"hdr_{name}")
-    modes = args.modes.split(",")
-    todo = list(reversed(paths))
-    records: list[dict[str, object]] = []
-    lock = threading.Lock()
-    started = time.perf_counter()
-
-    def loop(k: int) -> None:
-        worker = _Worker(modes, work, out / f"worker{k}.log")
-        while True:
-            with lock:
-                if not todo:
-                    break
-                path = todo.pop()
-            t0 = time.perf_counter()
-            rec = worker.judge(path, args.timeout)
-            if rec is None:
-                rec = {"path": str(path), "hang": round(time.perf_counter() - t0, 1)}
-            if "hang" in rec or "crash" in rec:
-                worker = _Worker(modes, work, out / f"worker{k}.log")
-            with lock:
-                records.append(rec)
-                if len(records) % 100 == 0:
-                    print(f"{len(records)}/{len(paths)} in {time.perf_counter() - started:.0f} s", flush=True)
-        worker.close()
-
-    threads = [threading.Thread(target=loop, args=(k,)) for k in range(args.jobs)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    with (out / "results.jsonl").open("w") as fh:
-        for rec in sorted(records, key=lambda r: str(r["path"])):
-            fh.write(json.dumps(rec) + "\n")
-    return _summary(records, modes, set(SERVICE_CODES), time.perf_counter() - started)
-
-
-def _summary(records: list[dict[str, object]], modes: list[str], codes: set[str], wall_s: float) -> int:
-    hangs = [r for r in records if "hang" in r]
-    crashes = [r for r in records if "crash" in r]
-    print(f"files: {len(records)}, wall {wall_s:.0f} s; hangs: {len(hangs)}; worker crashes: {len(crashes)}")
-    bad = len(hangs) + len(crashes)
-    for mode in modes:
-        done = [r[mode] for r in records if isinstance(r.get(mode), dict)]
-        tracebacks = [d for d in done if "traceback" in d]
-        no_code = [d for d in done if "traceback" not in d and not d["ok"] and d["code"] not in codes]
-        tally: dict[str, int] = {}
-        for d in done:
-            key = "traceback" if "traceback" in d else ("ok" if d["ok"] else str(d["code"]))
-            tally[key] = tally.get(key, 0) + 1
-        slow = sorted(((float(d["s"]), str(r["path"])) for r in records if isinstance(d := r.get(mode), dict)),
-                      reverse=True)[:3]
-        print(f"{mode}: tracebacks {len(tracebacks)}, without a service code {len(no_code)}; {tally}")
-        print(f"{mode}: slowest " + ", ".join(f"{s:.2f} s {Path(p).name}" for s, p in slow))
-        bad += len(tracebacks) + len(no_code)
-    for r in hangs + crashes:
-        print(f"  {r}")
-    return 1 if bad else 0
-
-
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--count", type=int, default=2000, help="mutated files")
-    ap.add_argument("--seed", type=int, default=16)
-    ap.add_argument("--only", type=int, default=None, metavar="INDEX", help="just this variant")
-    ap.add_argument("--headers", action="store_true", help="also the hand-made bad headers")
-    ap.add_argument("--modes", default="check,run", help="check, run or both (comma-separated)")
-    ap.add_argument("--jobs", type=int, default=2)
-    ap.add_argument("--timeout", type=float, default=120.0, help="seconds before a file counts as a hang")
-    ap.add_argument("--out", default="/tmp/voiceprep-fuzz")
-    ap.add_argument("--worker", default=None, help=argparse.SUPPRESS)
-    args = ap.parse_args(argv)
-    if args.worker is not None:
-        sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-        _worker(args.worker.split(","), Path(args.out))
-        return 0
-    return run_offline(args)
-
-
-if __name__ == "__main__":
-    sys.exit(main())
