@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 from .clip import Clip, SourceInfo, SpeechMap, WholeSource
@@ -130,53 +129,3 @@ def _streamed_clip(info: SourceInfo, rate: int | None, cfg: Config, env: Any = N
         source=source,
         whole=WholeSource(speech=report, peak=peak),
     )
-
-
-AUDIO_SUFFIXES = frozenset(
-    [
-        ".wav",
-        ".wave",
-        ".bwf",
-        ".rf64",
-        ".mp3",
-        ".m4a",
-        ".mp4",
-        ".aac",
-        ".mov",
-        ".webm",
-        ".mkv",
-        ".mka",
-        ".flac",
-        ".ogg",
-        ".oga",
-        ".opus",
-        ".aif",
-        ".aiff",
-        ".aifc",
-        ".caf",
-        ".w64",
-        ".3gp",
-        ".amr",
-        ".wma",
-    ]
-)
-
-
-def expand(paths: list[str]) -> list[Path]:
-    """Files named directly, plus audio files (by suffix) found recursively in named folders, sorted."""
-    out: list[Path] = []
-    for raw in paths:
-        p = Path(raw)
-        if p.is_dir():
-            out.extend(
-                sorted(
-                    f
-                    for f in p.rglob("*")
-                    if f.is_file()
-                    and f.suffix.lower() in AUDIO_SUFFIXES
-                    and not any(part.startswith(".") for part in f.relative_to(p).parts)
-                )
-            )
-        else:
-            out.append(p)
-    return out

@@ -60,33 +60,34 @@ def _config(path: str | None, chains: tuple[str, ...] = ("check", "run")) -> Any
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    from .api import check, expand
+    from .api import check
+    from .plan import find
+    from .report import shown
 
     cfg = _config(args.config, ("check",))  # the `run` chain is neither built nor imported
     if cfg is None:
         return 2
-    files = expand(args.paths)
-    missing = [str(f) for f in files if not f.exists()]
-    if missing:
-        sys.stderr.write(f"voiceprep: error: no such file or folder: {missing[0]}\n")
-        return 2
+    files = list(find(args.paths))  # a missing path stays in the list: it is refused like any bad file
     if not files:
-        sys.stderr.write("voiceprep: error: no audio files found in " + ", ".join(args.paths) + "\n")
+        sys.stderr.write("voiceprep: error: no audio files found in " + ", ".join(map(shown, args.paths)) + "\n")
         return 2
     failed = 0
     page: list[dict[str, Any]] = []
     for f in files:
-        verdict = check(f, cfg, plot=bool(args.html))
+        verdict = _checked(check, f, cfg, plot=bool(args.html))
         failed += not verdict.ok
         if args.html:
             page.append(verdict.as_dict())
         if args.json:
-            sys.stdout.write(json.dumps(verdict.as_dict(), ensure_ascii=False) + "\n")
+            record = verdict.as_dict()
+            record["path"] = shown(record["path"])
+            sys.stdout.write(shown(json.dumps(record, ensure_ascii=False)) + "\n")
         elif not verdict.ok or args.verbose:
-            sys.stdout.write(verdict.line() + "\n")
+            sys.stdout.write(shown(verdict.line()) + "\n")
             for w in verdict.warnings:
                 sys.stdout.write(
-                    f"{f}: warning {w['code']}: {w['message']}" + (f" ({w['hint']})" if w["hint"] else "") + "\n"
+                    shown(f"{f}: warning {w['code']}: {w['message']}" + (f" ({w['hint']})" if w["hint"] else ""))
+                    + "\n"
                 )
         sys.stdout.flush()
     if args.html:
@@ -94,6 +95,22 @@ def cmd_check(args: argparse.Namespace) -> int:
 
         write_page(args.html, page, cfg, mode="check")
     return 1 if failed else 0
+
+
+def _checked(check: Any, path: Any, cfg: Any, *, plot: bool) -> Any:
+    """``check``'s verdict; a voiceprep bug on one file becomes that file's verdict, not the folder's end."""
+    from .verdict import Verdict
+
+    try:
+        return check(path, cfg, plot=plot)
+    except Exception as exc:  # noqa: BLE001 - one file must never stop the folder
+        return Verdict(
+            path=str(path),
+            ok=False,
+            code="voiceprep.UnexpectedError",
+            message=f"{type(exc).__name__}: {exc}",
+            hint="this is a voiceprep bug; please report it with the file",
+        )
 
 
 def cmd_stages(args: argparse.Namespace) -> int:

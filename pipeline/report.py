@@ -3,16 +3,22 @@
 from __future__ import annotations
 
 import json
-import os
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import IO, Any, Literal
 
+_CONTROLS = {c: f"\\x{c:02x}" for c in (*range(32), 127)}
 
-def shown(path: str) -> str:
-    """``path`` as text that any UTF-8 output takes: a file name that is not valid UTF-8 keeps its
-    bytes as ``\\xNN`` escapes (the real path is kept for reading; this is only for display)."""
-    return os.fsencode(path).decode("utf-8", "backslashreplace")
+
+def shown(text: str) -> str:
+    """``text`` (a path, or a line holding one) printable on one UTF-8 line whatever a file name
+    holds: bytes that are not UTF-8 (kept by Python as lone surrogates) and control characters
+    are shown as ``\\xNN`` escapes (the real path is kept for reading; this is only for display)."""
+    try:
+        raw = text.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:  # surrogates that do not come from a file name
+        raw = text.encode("utf-8", "backslashreplace")
+    return raw.decode("utf-8", "backslashreplace").translate(_CONTROLS)
 
 
 @dataclass

@@ -39,9 +39,13 @@ def test_check_folder_json_lines(tmp_path: Path, capsys):
     assert {"speech_s", "longest_speech_s", "longest_pause_s", "duration_s", "size_bytes"} <= set(rec["metrics"])
 
 
-def test_check_missing_path_is_usage_error(capsys):
-    assert main(["check", "/nonexistent/take.wav"]) == 2
-    assert "no such file" in capsys.readouterr().err
+def test_check_missing_path_is_that_files_refusal(capsys):
+    """A missing path is refused like a bad file (issue 16): the other files are still judged."""
+    good = str(FIX / "speech_librivox_16k.wav")
+    assert main(["check", "-v", "/nonexistent/take.wav", good]) == 1
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == "/nonexistent/take.wav: Audio.DecoderError: no such file (check the path)"
+    assert out[1] == f"{good}: ok"
 
 
 def test_check_broken_file_is_decoder_error_not_traceback(tmp_path: Path, capsys):
@@ -102,9 +106,9 @@ def test_console_script_exit_codes_and_piped_output(tmp_path: Path):
     assert rows[0]["code"] == "Audio.AudioSilentError" and rows[1]["metrics"]["speech_s"] > 10
     good = subprocess.run([*run, str(FIX / "speech_librivox_16k.wav")], capture_output=True, text=True)
     assert good.returncode == 0 and len(good.stdout.splitlines()) == 1
-    usage = subprocess.run([sys.executable, "-m", "pipeline", "check", str(tmp_path / "nope.wav")],
-                           capture_output=True, text=True)
-    assert usage.returncode == 2 and "no such file" in usage.stderr
+    missing = subprocess.run([sys.executable, "-m", "pipeline", "check", str(tmp_path / "nope.wav")],
+                             capture_output=True, text=True)
+    assert missing.returncode == 1 and "Audio.DecoderError: no such file" in missing.stdout
 
 
 def test_closed_pipe_stops_quietly():

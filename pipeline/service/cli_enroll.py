@@ -230,11 +230,12 @@ def cmd_enroll(args: argparse.Namespace) -> int:
 
 def _check_as_is(paths: list[str], cfg: Any) -> list[Any]:
     """Files as given, each judged by the `check` chain first (a refused one is not uploaded)."""
-    from pipeline.api import check, expand
+    from pipeline.api import check
+    from pipeline.plan import find
     from pipeline.report import FileResult
 
     out = []
-    for f in expand(paths):
+    for f in find(paths):
         v = check(f, cfg)
         if v.ok:
             out.append(FileResult(input=str(f), status="ok", output=str(f), warnings=v.warnings, metrics=v.metrics))
