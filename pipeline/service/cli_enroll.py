@@ -195,10 +195,9 @@ def cmd_enroll(args: argparse.Namespace) -> int:
         if not prepared:
             _err("error: no audio files found in " + ", ".join(args.paths))
             return EXIT_USAGE
-        submitted = []
-        for res in prepared:
-            er = enroller.submit_file(res.output) if res.ok and res.output else None
-            submitted.append((res, er))
+        # one pass over the clips; one that another process is enrolling right now is taken last
+        enrolled = iter(enroller.submit_files([res.output for res in prepared if res.ok and res.output]))
+        submitted = [(res, next(enrolled) if res.ok and res.output else None) for res in prepared]
         finished: list[FileResult] = []
         report_path.parent.mkdir(parents=True, exist_ok=True)
         # the real paths were for reading; the report and the lines show non-UTF-8 names as \xNN
