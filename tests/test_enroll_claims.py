@@ -28,7 +28,7 @@ HANG_GUARD_S = 30.0  # only ever reached when something is broken
 class HookClock(FakeClock):
     """A FakeClock that runs ``hook(n)`` after its n-th sleep (another process acting meanwhile)."""
 
-    def __init__(self, hook: Callable[[int], None] | None = None) -> None:
+    def __init__(self, hook: Callable[[int], object] | None = None) -> None:
         super().__init__()
         self.hook = hook
 
