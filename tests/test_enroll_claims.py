@@ -11,8 +11,9 @@ from typing import Any
 import httpx
 import pytest
 from fake_dashscope import BASE, KEY, FakeService
-from test_enroll import MODEL, FakeClock, enroller
+from test_enroll import MODEL, FakeClock, _clip, enroller
 
+from pipeline import registry
 from pipeline.service import enroll as enroll_mod
 from pipeline.service.claims import CLAIMED, Busy, Claimant
 from pipeline.service.enroll import audio_sha256
@@ -361,6 +362,29 @@ def test_a_clip_another_enroller_holds_is_put_off_until_the_rest_are_submitted(
     assert [shas[0] in creates[0], shas[1] in creates[1], len(creates)] == [True, True, 2]
     assert [(r.action, r.voice_id) for r in second] == [("existing", first[0].voice_id), ("created", second[1].voice_id)]
     assert len(fake.voices) == 2
+
+
+def test_the_enroll_stage_of_another_batch_waits_and_reuses_the_voice(fake: FakeService, tmp_path: Path) -> None:
+    clip = registry.build("encode")(_clip("/in/take.wav"))
+    assert clip.encoded is not None
+    sha = audio_sha256(clip.encoded)
+    made: list[str] = []
+
+    def other_batch_records(n: int) -> None:
+        if n == 2:
+            made.append(fake.add_voice("alice", f"https://x/{sha}.wav", MODEL))
+            other.mark_pending(sha, MODEL, "alice", f"https://x/{sha}.wav", "/in/take.wav", owner="batch1")
+            other.record_voice(sha, MODEL, made[0], "DEPLOYING")
+            other.release(sha, MODEL, "batch1")
+
+    clock = HookClock(other_batch_records)
+    other = _other(tmp_path, clock)
+    other.claim(sha, MODEL, "batch1", 30.0)
+    stage = registry.build("enroll", {"prefix": "alice", "target_model": MODEL})
+    with stage.open(enroller(fake, tmp_path, clock=clock)) as enroll:
+        info = enroll(clip).metrics["enrollment"]
+    assert (info["action"], info["voice_id"]) == ("existing", made[0]) and fake.calls("create_voice") == []
+    other.close()
 
 
 # --- the shared token bucket --------------------------------------------------------------------------

@@ -49,7 +49,8 @@ def register(sub: Any) -> None:
                    "the report (default: voiceprep-out)")
     p.add_argument("--config", metavar="PIPELINE.yaml", help="pipeline file (default: the bundled pipeline.yaml)")
     p.add_argument("--ledger", metavar="FILE.sqlite", help="ledger path (default: enroll.ledger, else OUT/"
-                   "voiceprep-ledger.sqlite)")
+                   "voiceprep-ledger.sqlite); processes sharing one never make a voice twice and share "
+                   "enroll.rate_limit_per_s")
     p.add_argument("--report", metavar="FILE.jsonl", help="append one JSON line per input (default: "
                    "OUT/enroll-report.jsonl)")
     p.add_argument("--jobs", type=int, default=None, metavar="N", help="worker processes for the pipeline")
