@@ -276,3 +276,27 @@ def _state(pid: int) -> str:
         return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
     except OSError:
         return "Z"
+
+
+def test_a_worker_killed_mid_batch_costs_only_its_file(tmp_path: Path):
+    """SIGKILL one worker of a real `voiceprep run --jobs 2` while it works: that file is reported
+    as lost, every other input completes, and a fresh worker keeps the pool at full width."""
+    src, out, rep = _many(tmp_path, 8), tmp_path / "out", tmp_path / "r.jsonl"
+    proc = _spawn_run(src, out, rep)
+    workers: list[int] = []
+    for _ in range(600):
+        workers = _children(proc.pid)
+        if len(workers) >= 2 or proc.poll() is not None:
+            break
+        time.sleep(0.05)
+    assert len(workers) >= 2
+    os.kill(workers[0], signal.SIGKILL)
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode in (0, 1), err
+    lines = _report(rep)
+    assert sorted(Path(d["input"]).name for d in lines) == [f"t{k:02d}.wav" for k in range(8)]
+    lost = [d for d in lines if d["status"] != "ok"]
+    assert len(lost) == 1  # the file its worker held (workers are busy all but microseconds between files)
+    for d in lost:
+        assert d["code"] == "voiceprep.UnexpectedError" and "died" in d["message"]
+    _no_partial_files(out)
