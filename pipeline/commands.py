@@ -137,7 +137,8 @@ def cmd_stages(args: argparse.Namespace) -> int:
     for name, cls in stages.items():
         sys.stdout.write(f"{name}  ({_kind(cls)})\n    {registry.summary(cls)}\n")
         for o in registry.options(cls):
-            sys.stdout.write(f"    {o.name}: {o.type} = {json.dumps(o.default)}\n        {o.help}\n")
+            valid = f" ({o.range})" if o.range else ""
+            sys.stdout.write(f"    {o.name}: {o.type} = {json.dumps(o.default)}{valid}\n        {o.help}\n")
         sys.stdout.write("\n")
     return 0
 
@@ -245,13 +246,13 @@ def stages_markdown() -> str:
 
     out = []
     for name, cls in registry.available().items():
-        out.append(f"#### `{name}` ({_kind(cls)})\n\n{registry.summary(cls)}\n")
+        out.append(f"## `{name}` ({_kind(cls)})\n\n{registry.summary(cls)}\n")
         opts = registry.options(cls)
         if opts:
-            out.append("| option | type | default | meaning |\n|---|---|---|---|")
+            out.append("| option | type | default | valid | meaning |\n|---|---|---|---|---|")
             for o in opts:
                 typ = o.type.replace("|", "or")
-                out.append(f"| `{o.name}` | {typ} | `{json.dumps(o.default)}` | {o.help.replace('|', '/')} |")
+                out.append(f"| `{o.name}` | {typ} | `{json.dumps(o.default)}` | {o.range or 'any'} | {o.help.replace('|', '/')} |")
         out.append("")
     return "\n".join(out) + "\n"
 

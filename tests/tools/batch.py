@@ -1,10 +1,10 @@
 """Batch benchmarks (not tests): reruns, Ctrl-C, memory over many inputs, worker scaling.
 
-    python bench/batch.py rerun      # first run vs rerun of an unchanged 49-file and 1,000-file folder
-    python bench/batch.py interrupt  # Ctrl-C (SIGINT to the process group) on a 150-file batch
-    python bench/batch.py memory     # runner peak RSS on 1,000 / 10,000 / 100,000 tiny inputs
-    python bench/batch.py jobs       # --jobs 2 against --jobs 1 on the benchmark folder
-    python bench/batch.py all
+    python tests/tools/batch.py rerun      # first run vs rerun of an unchanged 49-file and 1,000-file folder
+    python tests/tools/batch.py interrupt  # Ctrl-C (SIGINT to the process group) on a 150-file batch
+    python tests/tools/batch.py memory     # runner peak RSS on 1,000 / 10,000 / 100,000 tiny inputs
+    python tests/tools/batch.py jobs       # --jobs 2 against --jobs 1 on the benchmark folder
+    python tests/tools/batch.py all
 
 Each figure comes from fresh `voiceprep` processes; inputs are built from fixtures/ in a
 temporary folder (or --keep DIR).
@@ -28,7 +28,7 @@ import numpy as np
 import soundfile as sf
 import soxr
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 FIX = ROOT / "fixtures"
 VOICEPREP = [sys.executable, "-m", "pipeline"]
 ENV = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
@@ -125,7 +125,7 @@ def bench_memory(tmp: Path) -> dict[str, float]:
 
 
 def bench_jobs(tmp: Path) -> dict[str, float]:
-    sys.path.insert(0, str(ROOT / "bench"))
+    sys.path.insert(0, str(ROOT / "tests" / "tools"))
     from benchmark import build_mixed  # the benchmark folder
 
     mixed = tmp / "mixed"

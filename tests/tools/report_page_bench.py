@@ -1,7 +1,7 @@
 """Benchmark (not a test): a 1,000-take report page, its size, and how fast headless Chromium renders it.
 
-    python bench/report_page.py [--takes 1000] [--repeats 7] [--keep DIR]
-    python bench/report_page.py --screenshot docs/report.png   # the picture in docs/report.md (then pngquant it)
+    python tests/tools/report_page_bench.py [--takes 1000] [--repeats 7] [--keep DIR]
+    python tests/tools/report_page_bench.py --screenshot docs/report.png   # the picture in docs/report.md (then pngquant it)
 
 Builds report lines with plot data from real recordings (fixtures/ through `voiceprep run` and
 `check`, as tests/report_lines.py does), repeats them under distinct names with varied measures
@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "tests"))
 
 import report_lines as rl  # noqa: E402

@@ -1,7 +1,7 @@
 """Calibrate the quality stage: degrade real recordings at known strengths, print markdown tables.
 
-    .venv/bin/python bench/calibrate_quality.py            # tables (about 1 minute)
-    .venv/bin/python bench/calibrate_quality.py --cost     # also the cost of the measures and of DNSMOS
+    .venv/bin/python tests/tools/calibrate_quality.py            # tables (about 1 minute)
+    .venv/bin/python tests/tools/calibrate_quality.py --cost     # also the cost of the measures and of DNSMOS
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import quality_signals as qs
 
