@@ -94,8 +94,9 @@ def test_sosfilt_matches_scipy_at_every_length(n: int, family: str, rate: int, s
     zi = rng.standard_normal((len(sos), 2))
     y, zf = dsp.sosfilt(sos, x, zi)
     y_ref, zf_ref = ss.sosfilt(sos, x, zi=zi)
-    np.testing.assert_allclose(y, y_ref, rtol=0, atol=1e-8)
-    np.testing.assert_allclose(zf, zf_ref, rtol=0, atol=1e-8)
+    scale = max(np.max(np.abs(x)), np.max(np.abs(y_ref)))  # the signal's peak, in or out (random states ring)
+    assert np.max(np.abs(y - y_ref)) < 1e-9 * scale
+    assert np.max(np.abs(zf - zf_ref)) < 1e-9 * scale
 
 
 @pytest.mark.parametrize("family", ["butter2", "butter5", "notches", "k_weighting"])
