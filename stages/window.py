@@ -247,8 +247,11 @@ class Window:
         return self.max_s
 
     def score(self, c: Candidate) -> float:
-        qualifies = self.meets_rules(c.speech_s, c.longest_run_s, c.strict_run_s)
-        return (1000.0 if qualifies else 0.0) + c.speech_s - self.steadiness_weight * c.spread_db - 0.5 * c.shortened
+        """Most speech and a steady level first, among the windows that meet every rule; then those
+        that miss only the strict reading's margin (validate would still pass them); then the rest."""
+        rules = c.speech_s >= self.min_speech_s and c.longest_run_s > self.min_run_s
+        tier = (1000.0 if c.strict_run_s > MIN_RUN_S else 500.0) if rules else 0.0
+        return tier + c.speech_s - self.steadiness_weight * c.spread_db - 0.5 * c.shortened
 
     def rerank(
         self, x: np.ndarray, rate: int, found: list[Candidate], segments: np.ndarray, x16: np.ndarray | None = None

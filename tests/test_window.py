@@ -91,6 +91,10 @@ def test_candidates_measure_runs_with_both_gaps():
     assert strict.strict_run_s == pytest.approx(3.0)
     assert not Window().meets_rules(strict.speech_s, strict.longest_run_s, strict.strict_run_s)
     assert Window(strict_gap_s=0.5).meets_rules(loose.speech_s, loose.longest_run_s, loose.strict_run_s)
+    # a window that misses only the margin still ranks above one with more speech and no 5 s run
+    stage = Window()
+    no_run = Candidate(0, 5, ((0.0, 19.0),), 19.0, 17.0, 4.0, 0.4, 0.0, 0, strict_run_s=4.0)
+    assert stage.score(strict) > stage.score(no_run) and no_run.speech_s > strict.speech_s
     with pytest.raises(ValueError, match="strict_gap_s"):
         Window(strict_gap_s=0.6)  # looser than the merge gap: not a margin
 
