@@ -177,6 +177,10 @@ def render(
 class Window:
     """Cut the best ``min_s``-``max_s`` window: most speech, one run over ``min_run_s``, steady level.
 
+    The run must also be over the service's 5 s when only pauses up to ``strict_gap_s`` join
+    speech (a margin against a stricter reading of "continuous" than ``merge_gap_s``); a window
+    that misses only that margin still ranks above any that fails the service's rules.
+
     Window edges lie in silence valleys (never mid-word); no pause inside is longer than
     ``max_pause_s``. With ``shorten_pauses`` (used only when no window qualifies without it),
     pauses longer than ``pause_to_s`` are cut down with short crossfades and a
@@ -202,8 +206,8 @@ class Window:
     merge_gap_s: float = option(0.5, "pauses shorter than this keep a speech run continuous (seconds)")
     strict_gap_s: float = option(
         0.3,
-        "the window must also hold a run longer than the service's 5 s when only pauses shorter than this join "
-        "speech: a margin in case the service breaks runs at shorter pauses than merge_gap_s (seconds; docs/speech.md)",
+        "the window must also hold a run longer than the service's 5 s when only pauses up to this join speech: "
+        "a margin in case the service breaks runs at shorter pauses than merge_gap_s (seconds; docs/speech.md)",
         min=0.0,
     )
     edge_s: float = option(0.2, "silence kept before the first and after the last word (seconds)")
