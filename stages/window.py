@@ -9,7 +9,7 @@ import numpy as np
 
 from pipeline.clip import Clip, Cut, Fact, SpeechMap
 from pipeline.errors import service_error
-from pipeline.limits import MIN_RUN_S, MIN_SPEECH_S
+from pipeline.limits import MAX_DURATION_S, MIN_RUN_S, MIN_SPEECH_S
 from pipeline.registry import register
 from pipeline.stage import option
 
@@ -195,31 +195,33 @@ class Window:
     needs: ClassVar[frozenset[Fact]] = frozenset()
     provides: ClassVar[frozenset[Fact]] = frozenset({"speech", "cut"})
 
-    min_s: float = option(10.0, "shortest window (seconds)")
-    max_s: float = option(20.0, "longest window (seconds)")
-    min_speech_s: float = option(10.5, "speech the window must hold (seconds; the service needs more than 10)")
-    min_run_s: float = option(5.5, "the window must hold a continuous run longer than this (seconds; service: 5)")
+    min_s: float = option(10.0, "shortest window (seconds)", above=0.0, max=MAX_DURATION_S)
+    max_s: float = option(20.0, "longest window (seconds)", above=0.0, max=MAX_DURATION_S)
+    min_speech_s: float = option(10.5, "speech the window must hold (seconds; the service needs more than 10)", min=MIN_SPEECH_S, max=MAX_DURATION_S)
+    min_run_s: float = option(5.5, "the window must hold a continuous run longer than this (seconds; service: 5)", min=MIN_RUN_S, max=MAX_DURATION_S)
     min_input_speech_s: float = option(
-        MIN_SPEECH_S, "refuse (Audio.AudioSilentError) an input holding this much speech or less (seconds)"
+        MIN_SPEECH_S, "refuse (Audio.AudioSilentError) an input holding this much speech or less (seconds)",
+        min=0.0, max=MAX_DURATION_S,
     )
-    max_pause_s: float = option(2.0, "longest pause allowed inside the window (seconds)")
-    merge_gap_s: float = option(0.5, "pauses shorter than this keep a speech run continuous (seconds)")
+    max_pause_s: float = option(2.0, "longest pause allowed inside the window (seconds)", above=0.0, max=10.0)
+    merge_gap_s: float = option(0.5, "pauses shorter than this keep a speech run continuous (seconds)", min=0.0, max=2.0)
     strict_gap_s: float = option(
         0.3,
         "the window must also hold a run longer than the service's 5 s when only pauses up to this join speech: "
         "a margin in case the service breaks runs at shorter pauses than merge_gap_s (seconds; docs/speech.md)",
-        min=0.0,
+        min=0.0, max=2.0,
     )
-    edge_s: float = option(0.2, "silence kept before the first and after the last word (seconds)")
+    edge_s: float = option(0.2, "silence kept before the first and after the last word (seconds)", min=0.0, max=2.0)
     shorten_pauses: bool = option(True, "shorten long pauses when no window qualifies without it")
-    pause_to_s: float = option(0.5, "length long pauses are shortened to (seconds)")
-    crossfade_s: float = option(0.01, "crossfade at each shortened pause (seconds)")
-    steadiness_weight: float = option(0.3, "score penalty per dB of level spread between segments")
+    pause_to_s: float = option(0.5, "length long pauses are shortened to (seconds)", above=0.0, max=10.0)
+    crossfade_s: float = option(0.01, "crossfade at each shortened pause (seconds)", above=0.0, max=0.5)
+    steadiness_weight: float = option(0.3, "score penalty per dB of level spread between segments", min=0.0, max=100.0)
     quality_weight: float = option(
-        1.0, "among near-best windows, score penalty per unit of quality shortfall (noise, music, voices)"
+        1.0, "among near-best windows, score penalty per unit of quality shortfall (noise, music, voices)",
+        min=0.0, max=100.0,
     )
-    quality_candidates: int = option(6, "how many near-best windows get the quality measure (0 = off)")
-    vad_threshold: float = option(0.5, "Silero speech probability that starts a speech segment (0-1)")
+    quality_candidates: int = option(6, "how many near-best windows get the quality measure (0 = off)", min=0, max=50)
+    vad_threshold: float = option(0.5, "Silero speech probability that starts a speech segment (0-1)", above=0.0, max=0.99)
 
     def __post_init__(self) -> None:
         if not 0 < self.min_s < self.max_s:
@@ -230,10 +232,6 @@ class Window:
             raise ValueError("pause_to_s must be positive and at most max_pause_s")
         if not 0 < self.crossfade_s < self.pause_to_s / 2:
             raise ValueError("crossfade_s must be positive and under half of pause_to_s")
-        if self.quality_weight < 0 or self.quality_candidates < 0:
-            raise ValueError("quality_weight and quality_candidates must be >= 0")
-        if self.min_input_speech_s < 0:
-            raise ValueError("min_input_speech_s must be >= 0")
         if not 0 <= self.strict_gap_s <= self.merge_gap_s:
             raise ValueError("strict_gap_s must be between 0 and merge_gap_s")
 

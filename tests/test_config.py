@@ -70,7 +70,7 @@ def test_unknown_option_lists_valid_ones(tmp_path: Path):
         ("run:\n  - encode: {dither: 1}\n", "expected true or false"),
         ("run:\n  - resample: {target_hz: 24000.5}\n", "expected an integer"),
         ("run:\n  - channel: {policy: left}\n", "is not one of"),
-        ("run:\n  - loudness: {target_lufs: 0}\n", "target_lufs must be between"),
+        ("run:\n  - loudness: {target_lufs: 0}\n", "out of range; valid: -40 to -5"),
         ("runn: []\n", "unknown key 'runn'"),
         ("run: loudness\n", "expected a list"),
         ("- just a list\n", "top level must be a mapping"),
