@@ -9,8 +9,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
+from hypothesis import HealthCheck
+from hypothesis import settings as hypothesis_settings
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
+
+# Hypothesis fails an example that runs past a deadline and a test whose inputs are slow to
+# generate: on a shared machine both measure the load, not the code. Every property test gets
+# neither (a test's own @settings still sets the rest).
+hypothesis_settings.register_profile("voiceprep", deadline=None, suppress_health_check=[HealthCheck.too_slow])
+hypothesis_settings.load_profile("voiceprep")
 
 
 def load(name: str) -> tuple[np.ndarray, int]:

@@ -279,7 +279,7 @@ def test_ctrl_c_stops_the_batch_leaving_nothing_partial(tmp_path: Path):
 
 
 def test_killed_batch_finishes_on_the_next_run(tmp_path: Path):
-    src, out, rep = _many(tmp_path, 12), tmp_path / "out", tmp_path / "r.jsonl"
+    src, out, rep = _many(tmp_path, 6), tmp_path / "out", tmp_path / "r.jsonl"
     with Gates(src, out, rep, held=("t01.wav",)) as run:
         run.taker("t01.wav")  # the batch cannot end before the kill
         _wait_for_outputs(out, run.proc, at_least=2)
@@ -287,7 +287,7 @@ def test_killed_batch_finishes_on_the_next_run(tmp_path: Path):
         run.proc.wait(timeout=HANG_GUARD_S)
     assert main(["run", str(src), "--out", str(out), "--report", str(rep), "-q", "--jobs", "2"]) == 0
     lines = _report(rep)
-    assert sorted(Path(d["input"]).name for d in lines) == [f"t{k:02d}.wav" for k in range(12)]
+    assert sorted(Path(d["input"]).name for d in lines) == [f"t{k:02d}.wav" for k in range(6)]
     assert all(d["status"] == "ok" for d in lines)
     assert sum(not d["skipped"] for d in lines) >= 1  # the held input at least was done by this run
     for p in out.rglob("*.wav"):
@@ -344,7 +344,7 @@ def test_workers_die_with_their_parent(tmp_path: Path):
 def test_a_worker_killed_mid_batch_costs_only_its_file(tmp_path: Path):
     """SIGKILL one worker of a real `voiceprep run --jobs 2` while it works: that file is reported
     as lost, every other input completes, and a fresh worker keeps the pool at full width."""
-    src, out, rep = _many(tmp_path, 8), tmp_path / "out", tmp_path / "r.jsonl"
+    src, out, rep = _many(tmp_path, 6), tmp_path / "out", tmp_path / "r.jsonl"
     with Gates(src, out, rep, held=("t03.wav", "t04.wav")) as run:
         victim = run.taker("t03.wav")
         other = run.taker("t04.wav")  # both workers held: nothing else is running
@@ -355,9 +355,9 @@ def test_a_worker_killed_mid_batch_costs_only_its_file(tmp_path: Path):
     assert run.proc.returncode == 1, err
     assert fresh not in (victim, other) and {pid for pid, _ in run.taken} == {victim, other, fresh}
     lines = _report(rep)
-    assert sorted(Path(d["input"]).name for d in lines) == [f"t{k:02d}.wav" for k in range(8)]
+    assert sorted(Path(d["input"]).name for d in lines) == [f"t{k:02d}.wav" for k in range(6)]
     (lost,) = [d for d in lines if d["status"] != "ok"]
     assert Path(lost["input"]).name == "t03.wav" and not (out / "t03.wav").exists()
     assert lost["code"] == "voiceprep.UnexpectedError" and "died" in lost["message"]
-    assert sorted(p.name for p in out.rglob("*.wav")) == [f"t{k:02d}.wav" for k in range(8) if k != 3]
+    assert sorted(p.name for p in out.rglob("*.wav")) == [f"t{k:02d}.wav" for k in range(6) if k != 3]
     _no_partial_files(out)
