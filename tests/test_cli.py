@@ -111,17 +111,35 @@ def test_console_script_exit_codes_and_piped_output(tmp_path: Path):
     assert missing.returncode == 1 and "Audio.DecoderError: no such file" in missing.stdout
 
 
-def test_closed_pipe_stops_quietly():
-    """`voiceprep check --json DIR | head -1`: when the reader goes away, no traceback."""
+def test_closed_pipe_stops_quietly(tmp_path: Path):
+    """`voiceprep check --json DIR | head -1`: when the reader goes away, no traceback, exit 141.
+    The pipe holds one page and the lines after the first hold more than that (each names its
+    long path), so once the first line is read and the pipe closed, `check` must still write
+    into the closed pipe, however fast or slow it runs."""
+    import fcntl
+    import os
     import subprocess
     import sys
 
-    proc = subprocess.Popen([sys.executable, "-m", "pipeline", "check", "--json", str(FIX)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    assert proc.stdout is not None and proc.stderr is not None
-    first = proc.stdout.readline()
-    assert json.loads(first)["path"].startswith(str(FIX))
-    proc.stdout.close()
+    folder = tmp_path / ("d" * 200)
+    folder.mkdir()
+    names = [f"{'t' * 150}{k:03d}.wav" for k in range(40)]
+    for name in names:
+        (folder / name).write_bytes(b"not audio " * 10)  # a verdict at once: no decoding
+    read_end, write_end = os.pipe()
+    capacity = fcntl.fcntl(write_end, fcntl.F_SETPIPE_SZ, 4096)
+    assert sum(len(str(folder / n)) for n in names[1:]) > capacity  # what is left cannot all fit
+    proc = subprocess.Popen([sys.executable, "-m", "pipeline", "check", "--json", str(folder)],
+                            stdout=write_end, stderr=subprocess.PIPE)
+    os.close(write_end)
+    assert proc.stderr is not None
+    first = b""
+    while not first.endswith(b"\n"):  # byte by byte: nothing past the first line is taken out
+        byte = os.read(read_end, 1)
+        assert byte, "check ended before its first line"
+        first += byte
+    os.close(read_end)
+    assert json.loads(first)["path"] == str(folder / names[0])
     err = proc.stderr.read().decode()
     proc.stderr.close()
     assert proc.wait(timeout=120) == 141
