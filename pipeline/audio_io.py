@@ -17,10 +17,13 @@ from typing import Any
 
 import numpy as np
 
+from . import limits
 from .clip import Clip, SourceInfo
 from .errors import PipelineError, service_error
 
 BLOCK_S = 10.0  # decode block length (seconds at the source rate)
+BLOCK_SAMPLES = 16_000_000  # ... and at most this many samples over all channels (64 MB as float32)
+PREALLOC_S = 600.0  # decode() sizes its buffer from the header up to this length (seconds)
 
 _SF_KINDS = {"wav", "rf64", "flac", "ogg", "aiff", "mp3"}
 
@@ -89,26 +92,8 @@ def decoder_error(path: str, message: str, hint: str | None = None) -> PipelineE
     return service_error("Audio.DecoderError", message, hint=hint, source=path)
 
 
-def _read_head(path: str) -> tuple[bytes, int]:
-    import stat
-
-    try:
-        mode = os.stat(path).st_mode
-    except OSError as exc:
-        raise decoder_error(path, f"cannot open: {exc.strerror}", "check the path and its permissions") from None
-    if not stat.S_ISREG(mode) and not stat.S_ISDIR(mode):  # a FIFO would block: never opened
-        raise decoder_error(path, "not a regular file (a pipe, socket or device)", "give the recording's file itself")
-    try:
-        size = os.path.getsize(path)
-        with open(path, "rb") as fh:
-            head = fh.read(64)
-    except IsADirectoryError:
-        raise decoder_error(path, "is a directory, not an audio file") from None
-    except OSError as exc:
-        raise decoder_error(path, f"cannot open: {exc.strerror}", "check the path and its permissions") from None
-    if size == 0:
-        raise decoder_error(path, "the file is empty (0 bytes)", "export or copy the recording again")
-    return head, size
+def _block_frames(rate: int, channels: int) -> int:
+    return max(1, min(int(BLOCK_S * rate), BLOCK_SAMPLES // max(channels, 1)))
 
 
 def _riff_chunks(fh: Any, size: int) -> Iterator[tuple[bytes, int, int]]:
@@ -207,8 +192,8 @@ def _probe_soundfile(path: str, kind: str, size: int) -> SourceInfo | None:
     import soundfile as sf
 
     try:
-        info = sf.info(path)
-    except (sf.LibsndfileError, RuntimeError, TypeError, ValueError):
+        info = sf.info(os.fsencode(path))
+    except (sf.LibsndfileError, RuntimeError, TypeError, ValueError, MemoryError, OverflowError):
         return None
     if info.frames <= 0 or info.samplerate <= 0:
         return None
@@ -241,6 +226,8 @@ def _probe_av(path: str, size: int) -> SourceInfo:
                 )
             stream = container.streams.audio[0]
             ctx = stream.codec_context
+            if ctx is None:  # FFmpeg found a stream it cannot identify (format tag 0xFFFF, 0 bits, ...)
+                raise decoder_error(path, "the audio track's codec is unknown or its header is damaged")
             rate = int(ctx.sample_rate or stream.rate or 0)
             channels = int(ctx.channels or 0)
             if stream.duration is not None and stream.time_base is not None:
@@ -256,10 +243,8 @@ def _probe_av(path: str, size: int) -> SourceInfo:
                 depth = int(ctx.format.bits) if ctx.format is not None else None
     except PipelineError:
         raise
-    except (av.FFmpegError, ValueError, OSError, UnicodeDecodeError) as exc:
-        raise decoder_error(path, f"not a readable audio file ({_short(exc)})") from None
-    if rate <= 0 or channels <= 0:
-        raise decoder_error(path, "the audio track has no sample rate or channels")
+    except (av.FFmpegError, ValueError, OSError, MemoryError, OverflowError, ZeroDivisionError) as exc:
+        raise decoder_error(path, f"not a readable audio file ({limits.plain_error(exc, path)})") from None
     return SourceInfo(
         path=path,
         container=_AV_CONTAINERS.get(fmt, fmt.split(",")[0]),
@@ -272,15 +257,19 @@ def _probe_av(path: str, size: int) -> SourceInfo:
     )
 
 
-def _short(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    return text[:160]
-
-
 def probe(path: str | os.PathLike[str]) -> SourceInfo:
-    """The source's facts (container, codec, bit depth, channels, rate, duration, size), by content."""
-    p = os.fspath(path)
-    head, size = _read_head(p)
+    """The source's facts (container, codec, bit depth, channels, rate, duration, size), by content.
+
+    Special files, and headers outside ``pipeline.limits`` (rates far under 16 kHz, absurd
+    channel counts, more audio than the file can hold), are refused here, before decoding.
+    """
+    info = _probe(os.fspath(path))
+    limits.admit(info)
+    return info
+
+
+def _probe(p: str) -> SourceInfo:
+    head, size = limits.read_head(p)
     kind = sniff(head)
     if kind == "wav":
         fast = _probe_pcm16(p, size)
@@ -308,7 +297,7 @@ def _blocks_pcm16(
     channels, rate, offset, _, present = layout
     frames = present // (2 * channels)
     stop = frames if stop is None else min(stop, frames)
-    block = max(1, int(BLOCK_S * rate))
+    block = _block_frames(rate, channels)
     with open(path, "rb") as fh:
         for lo in range(start, stop, block):
             n = min(block, stop - lo)
@@ -324,8 +313,8 @@ def _blocks_pcm16(
 def _blocks_soundfile(path: str, info: SourceInfo, start: int, stop: int | None) -> Iterator[np.ndarray]:
     import soundfile as sf
 
-    block = max(1, int(BLOCK_S * info.sample_rate))
-    with sf.SoundFile(path) as f:
+    block = _block_frames(info.sample_rate, info.channels)
+    with sf.SoundFile(os.fsencode(path)) as f:
         if start:
             f.seek(start)
         pos = start
@@ -354,7 +343,7 @@ def _blocks_av(path: str, info: SourceInfo, start: int, stop: int | None) -> Ite
             container.seek(max(int((start / sr - 1.0) / stream.time_base), 0), stream=stream, backward=True)
         pending: list[np.ndarray] = []
         pending_n = 0
-        block = max(1, int(BLOCK_S * sr))
+        block = _block_frames(sr, info.channels)
 
         tb = stream.time_base
         layout_name = stream.codec_context.layout.name
@@ -466,7 +455,7 @@ def iter_blocks(
             sr, rate, 1 if first_channel else info.channels, dtype="float32", quality=quality
         )
     try:
-        for block in _guard(path, raw):
+        for block in _guard(info, raw):
             if first_channel:
                 block = block[:1]
             if resampler is not None:
@@ -484,8 +473,9 @@ def iter_blocks(
             raw.close()  # type: ignore[attr-defined]
 
 
-def _guard(path: str, blocks: Iterator[np.ndarray]) -> Iterator[np.ndarray]:
-    """Translate libsndfile / FFmpeg failures into Audio.DecoderError at one boundary."""
+def _guard(info: SourceInfo, blocks: Iterator[np.ndarray]) -> Iterator[np.ndarray]:
+    """Translate libsndfile / FFmpeg failures into Audio.DecoderError at one boundary, and stop
+    a decode that produces more audio than the file can hold (``limits.frame_budget``)."""
     # only files that went through libsndfile or PyAV can raise their errors
     sf, av = sys.modules.get("soundfile"), sys.modules.get("av")
     caught: tuple[type[BaseException], ...] = (
@@ -493,13 +483,22 @@ def _guard(path: str, blocks: Iterator[np.ndarray]) -> Iterator[np.ndarray]:
         ValueError,
         EOFError,
         OSError,
+        MemoryError,  # a header that asks for an absurd buffer
+        OverflowError,
+        ZeroDivisionError,
         *((sf.LibsndfileError,) if sf is not None else ()),
         *((av.FFmpegError,) if av is not None else ()),
     )
+    budget = limits.frame_budget(info)
+    frames = 0
     try:
-        yield from blocks
+        for block in blocks:
+            frames += block.shape[-1]
+            if frames > budget:
+                raise limits.over_budget(info, frames)
+            yield block
     except caught as exc:
-        raise decoder_error(path, f"decoding failed ({_short(exc)})") from None
+        raise decoder_error(info.path, f"decoding failed ({limits.plain_error(exc, info.path)})") from None
 
 
 def decode(
@@ -520,6 +519,8 @@ def decode(
     channels = 1 if first_channel else info.channels
     end = info.duration_s if end_s is None else min(end_s, info.duration_s) if info.duration_s > 0 else end_s
     expect = int(max((end or 0.0) - start_s, 0.0) * out_rate) + out_rate  # one second of slack
+    # a header is not trusted with memory: longer audio grows the buffer as it arrives
+    expect = min(expect, int(PREALLOC_S * out_rate))
     buf = np.empty((channels, max(expect, 1)), dtype=np.float32)
     n = 0
     for block in iter_blocks(info, rate=rate, first_channel=first_channel, start_s=start_s, end_s=end_s):

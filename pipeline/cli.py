@@ -14,6 +14,7 @@ SUBCOMMAND_MODULES: tuple[str, ...] = (
     "pipeline.service.cli_enroll",
     "pipeline.service.cli_synth",
     "pipeline.emulator.cli",
+    "pipeline.report_page.command",
 )
 
 

@@ -104,7 +104,8 @@ class Cut:
     """Where a clip was cut from its input: ``start_s``-``end_s`` in the input's seconds, made of
     ``pieces`` (input intervals joined with crossfades; the gaps between them are shortened
     pauses), with what it holds (speech, longest run and pause in seconds, level spread between
-    speech segments in dB). ``score`` ranks the cuts of one input (the stage that made it says
+    speech segments in dB, and ``strict_run_s``: the longest run when only the shorter pauses of
+    the stage's strict reading join speech). ``score`` ranks the cuts of one input (the stage that made it says
     whether it qualifies). ``input_speech`` is the speech found in the input (input seconds;
     over ``input_speech.duration_s`` from where the examined stretch started)."""
 
@@ -118,6 +119,7 @@ class Cut:
     level_spread_db: float
     pauses_shortened: int
     input_speech: SpeechMap
+    strict_run_s: float = 0.0
 
     def as_dict(self) -> dict[str, float]:
         return {"start_s": self.start_s, "end_s": self.end_s}

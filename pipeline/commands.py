@@ -31,6 +31,8 @@ def register(sub: Any) -> None:
     p.add_argument("paths", nargs="+", metavar="FILE|DIR", help="files, or folders searched recursively for audio")
     p.add_argument("--config", metavar="PIPELINE.yaml", help="pipeline file (default: the bundled pipeline.yaml)")
     p.add_argument("--json", action="store_true", help="print JSON Lines with every measured value, one per file")
+    p.add_argument("--html", metavar="FILE.html",
+                   help="also write a page showing every file's waveform, speech and verdict (docs/report.md)")
     p.add_argument("-v", "--verbose", action="store_true", help="also print a line for files that pass")
     p.set_defaults(func=cmd_check)
 
@@ -58,33 +60,57 @@ def _config(path: str | None, chains: tuple[str, ...] = ("check", "run")) -> Any
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    from .api import check, expand
+    from .api import check
+    from .plan import find
+    from .report import shown
 
     cfg = _config(args.config, ("check",))  # the `run` chain is neither built nor imported
     if cfg is None:
         return 2
-    files = expand(args.paths)
-    missing = [str(f) for f in files if not f.exists()]
-    if missing:
-        sys.stderr.write(f"voiceprep: error: no such file or folder: {missing[0]}\n")
-        return 2
+    files = list(find(args.paths))  # a missing path stays in the list: it is refused like any bad file
     if not files:
-        sys.stderr.write("voiceprep: error: no audio files found in " + ", ".join(args.paths) + "\n")
+        sys.stderr.write("voiceprep: error: no audio files found in " + ", ".join(map(shown, args.paths)) + "\n")
         return 2
     failed = 0
+    page: list[dict[str, Any]] = []
     for f in files:
-        verdict = check(f, cfg)
+        verdict = _checked(check, f, cfg, plot=bool(args.html))
         failed += not verdict.ok
+        if args.html:
+            page.append(verdict.as_dict())
         if args.json:
-            sys.stdout.write(json.dumps(verdict.as_dict(), ensure_ascii=False) + "\n")
+            record = verdict.as_dict()
+            record["path"] = shown(record["path"])
+            sys.stdout.write(shown(json.dumps(record, ensure_ascii=False)) + "\n")
         elif not verdict.ok or args.verbose:
-            sys.stdout.write(verdict.line() + "\n")
+            sys.stdout.write(shown(verdict.line()) + "\n")
             for w in verdict.warnings:
                 sys.stdout.write(
-                    f"{f}: warning {w['code']}: {w['message']}" + (f" ({w['hint']})" if w["hint"] else "") + "\n"
+                    shown(f"{f}: warning {w['code']}: {w['message']}" + (f" ({w['hint']})" if w["hint"] else ""))
+                    + "\n"
                 )
         sys.stdout.flush()
+    if args.html:
+        from .report_page import write_page
+
+        write_page(args.html, page, cfg, mode="check")
     return 1 if failed else 0
+
+
+def _checked(check: Any, path: Any, cfg: Any, *, plot: bool) -> Any:
+    """``check``'s verdict; a voiceprep bug on one file becomes that file's verdict, not the folder's end."""
+    from .verdict import Verdict
+
+    try:
+        return check(path, cfg, plot=plot)
+    except Exception as exc:  # noqa: BLE001 - one file must never stop the folder
+        return Verdict(
+            path=str(path),
+            ok=False,
+            code="voiceprep.UnexpectedError",
+            message=f"{type(exc).__name__}: {exc}",
+            hint="this is a voiceprep bug; please report it with the file",
+        )
 
 
 def cmd_stages(args: argparse.Namespace) -> int:
@@ -111,7 +137,8 @@ def cmd_stages(args: argparse.Namespace) -> int:
     for name, cls in stages.items():
         sys.stdout.write(f"{name}  ({_kind(cls)})\n    {registry.summary(cls)}\n")
         for o in registry.options(cls):
-            sys.stdout.write(f"    {o.name}: {o.type} = {json.dumps(o.default)}\n        {o.help}\n")
+            valid = f" ({o.range})" if o.range else ""
+            sys.stdout.write(f"    {o.name}: {o.type} = {json.dumps(o.default)}{valid}\n        {o.help}\n")
         sys.stdout.write("\n")
     return 0
 
@@ -136,6 +163,8 @@ def register_run(sub: Any) -> None:
     p.add_argument("--report", metavar="FILE.jsonl",
                    help="write one JSON line per input of this run to this file (rewritten each run)")
     p.add_argument("--json", action="store_true", help="print the report's JSON lines on stdout instead of text lines")
+    p.add_argument("--html", metavar="FILE.html",
+                   help="also write a page showing every input's waveform, speech, chosen window and verdict")
     p.add_argument("--force", action="store_true", help="process every input again, even unchanged ones")
     p.add_argument("--prune", action="store_true",
                    help="remove the outputs in DIR whose inputs no longer exist (they are only listed otherwise)")
@@ -170,8 +199,11 @@ def cmd_run(args: argparse.Namespace) -> int:
         sys.stderr.write("voiceprep: error: no audio files found in " + ", ".join(args.paths) + "\n")
         return 2
     progress = sys.stderr.isatty() and not args.quiet and not args.json
+    page: list[dict[str, Any]] = []
 
     def show(res: Any) -> None:
+        if args.html:
+            page.append(res.as_dict())
         if args.json:
             sys.stdout.write(res.json() + "\n")
         elif not args.quiet and (not res.ok or not progress):
@@ -196,6 +228,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     for orphan in outcome.orphans:
         verb = "removed" if args.prune else "left (--prune removes it)"
         sys.stderr.write(f"voiceprep: {shown(orphan.output)}: its input {shown(orphan.input)} is gone; {verb}\n")
+    if args.html:
+        from .report_page import write_page
+
+        write_page(args.html, page, cfg, mode="run")
     out = sys.stderr if args.json else sys.stdout
     out.write(outcome.summary.table(outcome.wall_s) + "\n")
     if outcome.interrupted:
@@ -210,13 +246,13 @@ def stages_markdown() -> str:
 
     out = []
     for name, cls in registry.available().items():
-        out.append(f"#### `{name}` ({_kind(cls)})\n\n{registry.summary(cls)}\n")
+        out.append(f"## `{name}` ({_kind(cls)})\n\n{registry.summary(cls)}\n")
         opts = registry.options(cls)
         if opts:
-            out.append("| option | type | default | meaning |\n|---|---|---|---|")
+            out.append("| option | type | default | valid | meaning |\n|---|---|---|---|---|")
             for o in opts:
                 typ = o.type.replace("|", "or")
-                out.append(f"| `{o.name}` | {typ} | `{json.dumps(o.default)}` | {o.help.replace('|', '/')} |")
+                out.append(f"| `{o.name}` | {typ} | `{json.dumps(o.default)}` | {o.range or 'any'} | {o.help.replace('|', '/')} |")
         out.append("")
     return "\n".join(out) + "\n"
 

@@ -79,11 +79,26 @@ class Config:
     def _chain(self, where: str) -> Pipeline:
         try:
             chain = build_chain(self.check_spec if where == "check" else self.run_spec, where, _Sections(self))
-            if where == "run" and len(chain) and not chain.provides("encoded"):
-                raise ConfigError("run: no stage makes the WAV that is written; add `encode` before `validate`")
+            _check_rules_apply(chain, where)
             return chain
         except ConfigError as exc:
-            raise ConfigError(exc.message, source=self.path) from None
+            raise ConfigError(exc.message, source=self.path, path=exc.path) from None
+
+
+def _check_rules_apply(chain: Pipeline, where: str) -> None:
+    """A chain must apply the service's rules (a stage with ``judges_upload``), in `run` to the
+    WAV that is written (after the stage that encodes it): leaving them out would pass what the
+    service refuses."""
+    judges = [i for i, s in enumerate(chain.stages) if getattr(type(s), "judges_upload", False)]
+    if not judges:
+        raise ConfigError(f"{where}: no stage applies the service's rules; add `validate`", path=(where,))
+    if where == "run":
+        encoders = [i for i, s in enumerate(chain.stages) if "encoded" in s.provides]
+        if not encoders:
+            raise ConfigError("run: no stage makes the WAV that is written; add `encode` before `validate`", path=(where,))
+        if max(judges) < encoders[0]:
+            raise ConfigError("run: the service's rules must judge the WAV that is written; put `validate` after `encode`",
+                              path=(where,))
 
 
 def build_chain(spec: Any, where: str, context: Mapping[str, Any] | None = None) -> Pipeline:
@@ -103,33 +118,58 @@ def build_chain(spec: Any, where: str, context: Mapping[str, Any] | None = None)
             if not isinstance(opts, Mapping):
                 raise ConfigError(f"{where}[{i}] {name!r}: options must be a mapping, got {opts!r}")
         else:
-            raise ConfigError(f"{where}[{i}]: expected `name` or `{{name: {{options}}}}`, got {item!r}")
+            raise ConfigError(f"{where}[{i}]: expected `name` or `{{name: {{options}}}}`, got {item!r}", path=(where, i))
         if not isinstance(name, str):
-            raise ConfigError(f"{where}[{i}]: stage name must be a string, got {name!r}")
-        stages.append(registry.build(name, opts, context=context))
+            raise ConfigError(f"{where}[{i}]: stage name must be a string, got {name!r}", path=(where, i))
+        try:
+            stages.append(registry.build(name, opts, context=context))
+        except ConfigError as exc:
+            raise ConfigError(exc.message, path=(where, i, name, *exc.path) if exc.path else (where, i)) from None
+    if not stages:
+        raise ConfigError(f"{where}: the chain is empty; remove the `{where}:` key to use the bundled default", path=(where,))
     try:
         return Pipeline(tuple(stages))
     except ConfigError as exc:
-        raise ConfigError(f"{where}: {exc.message}") from None
+        raise ConfigError(f"{where}: {exc.message}", path=(where, *exc.path)) from None
 
 
-def parse(data: Any, source: str | None = None, *, chains: tuple[str, ...] = CHAINS) -> Config:
+def parse(
+    data: Any, source: str | None = None, *, chains: tuple[str, ...] = CHAINS, defaults: Mapping[str, Any] | None = None
+) -> Config:
     """Validate a parsed YAML document and build the ``chains`` named (both by default; a chain
-    left out is validated when first used: `voiceprep check` builds only `check`)."""
+    left out is validated when first used: `voiceprep check` builds only `check`). A section the
+    document leaves out (or sets to null) is taken from ``defaults`` (the bundled pipeline.yaml's
+    sections unless given), so a rule is never switched off by omission."""
     if data is None:
         data = {}
     if not isinstance(data, Mapping):
         raise ConfigError("the top level must be a mapping with keys " + ", ".join(TOP_LEVEL_KEYS), source=source)
     unknown = sorted(set(data) - set(TOP_LEVEL_KEYS))
     if unknown:
-        raise ConfigError(f"unknown key {unknown[0]!r}; valid keys: {', '.join(TOP_LEVEL_KEYS)}", source=source)
-    enroll = data.get("enroll") or {}
+        raise ConfigError(f"unknown key {unknown[0]!r}; valid keys: {', '.join(TOP_LEVEL_KEYS)}", source=source,
+                          path=(unknown[0],))
+    if any(data.get(k) is None for k in TOP_LEVEL_KEYS) and defaults is None:
+        defaults = _bundled_data()
+    merged = {k: data[k] if data.get(k) is not None else (defaults or {}).get(k) for k in TOP_LEVEL_KEYS}
+    enroll = merged["enroll"] or {}
     if not isinstance(enroll, Mapping):
-        raise ConfigError("`enroll` must be a mapping", source=source)
-    config = Config(check_spec=data.get("check"), run_spec=data.get("run"), enroll=dict(enroll), path=source)
+        raise ConfigError("`enroll` must be a mapping", source=source, path=("enroll",))
+    config = Config(check_spec=merged["check"], run_spec=merged["run"], enroll=dict(enroll), path=source)
     for name in chains:
         getattr(config, name)  # builds it now: a bad chain fails here
     return config
+
+
+@functools.cache
+def _bundled_data() -> Mapping[str, Any]:
+    """The bundled pipeline.yaml's sections, parsed."""
+    raw = default_config_path().read_bytes()
+    frozen = _frozen(raw)
+    if frozen is not None:
+        return frozen
+    import yaml
+
+    return yaml.safe_load(raw.decode("utf-8")) or {}
 
 
 # The bundled pipeline.yaml as parsed, stamped with its size and CRC: `check` with the default
@@ -185,6 +225,38 @@ def load(path: str | Path | None = None, *, chains: tuple[str, ...] = CHAINS) ->
         # The libyaml safe loader when the wheel has it (~10x faster to parse); both are safe loaders.
         loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
         data = yaml.load(text, Loader=loader)  # noqa: S506
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"not valid YAML: {str(exc).splitlines()[0]}", source=str(p)) from None
-    return parse(data, str(p), chains=chains)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        where = f"{p}:{mark.line + 1}:{mark.column + 1}" if mark is not None else str(p)
+        raise ConfigError(f"not valid YAML: {exc.problem or exc.context}", source=where) from None
+    except (yaml.YAMLError, ValueError) as exc:  # ValueError: an integer with thousands of digits
+        raise ConfigError(f"not valid YAML: {str(exc).splitlines()[0][:120]}", source=str(p)) from None
+    try:
+        return parse(data, str(p), chains=chains)
+    except ConfigError as exc:
+        raise ConfigError(exc.message, source=_position(p, text, exc.path), path=exc.path) from None
+
+
+def _position(path: Path, text: str, where: tuple[str | int, ...]) -> str:
+    """``FILE:LINE:COLUMN`` of the value at ``where`` in the YAML ``text`` (as near as it can be
+    found), or just ``FILE``."""
+    import yaml
+
+    try:
+        node: Any = yaml.compose(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+    except yaml.YAMLError:
+        return str(path)
+    best = node
+    for step in where:
+        if isinstance(node, yaml.MappingNode):
+            node = next((v for k, v in node.value if k.value == step), None)
+        elif isinstance(node, yaml.SequenceNode) and isinstance(step, int) and step < len(node.value):
+            node = node.value[step]
+        else:
+            node = None
+        if node is None:
+            break
+        best = node
+    if best is None:
+        return str(path)
+    return f"{path}:{best.start_mark.line + 1}:{best.start_mark.column + 1}"

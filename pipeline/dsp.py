@@ -33,29 +33,6 @@ _CHUNK = 1 << 16
 # --------------------------------------------------------------------------- design
 
 
-def rbj_biquad(kind: str, fc_hz: float, q: float, gain_db: float, rate: int) -> np.ndarray:
-    """One second-order section ``[b0 b1 b2 1 a1 a2]`` from the Audio EQ Cookbook (R. Bristow-Johnson):
-    ``kind`` is "high_shelf" or "high_pass" (the two BS.1770 K-weighting stages)."""
-    big_a = 10 ** (gain_db / 40)
-    w0 = 2 * math.pi * fc_hz / rate
-    alpha = math.sin(w0) / (2 * q)
-    cw = math.cos(w0)
-    if kind == "high_shelf":
-        root = 2 * math.sqrt(big_a) * alpha
-        b = [
-            big_a * ((big_a + 1) + (big_a - 1) * cw + root),
-            -2 * big_a * ((big_a - 1) + (big_a + 1) * cw),
-            big_a * ((big_a + 1) + (big_a - 1) * cw - root),
-        ]
-        a = [(big_a + 1) - (big_a - 1) * cw + root, 2 * ((big_a - 1) - (big_a + 1) * cw), (big_a + 1) - (big_a - 1) * cw - root]
-    elif kind == "high_pass":
-        b = [(1 + cw) / 2, -(1 + cw), (1 + cw) / 2]
-        a = [1 + alpha, -2 * cw, 1 - alpha]
-    else:
-        raise ValueError(f"unknown biquad kind {kind!r}")
-    return np.array([*b, *a]) / a[0]
-
-
 def butter_highpass(order: int, cutoff_hz: float, rate: int) -> np.ndarray:
     """Digital Butterworth high-pass (bilinear transform, pre-warped corner) as second-order
     sections: the response of ``scipy.signal.butter(order, cutoff_hz, "highpass", fs=rate, output="sos")``."""

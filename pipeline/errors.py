@@ -10,11 +10,16 @@ class VoiceprepError(Exception):
 
 
 class ConfigError(VoiceprepError):
-    """A pipeline.yaml or CLI option is wrong; raised before any audio is read (exit code 2)."""
+    """A pipeline.yaml or CLI option is wrong; raised before any audio is read (exit code 2).
 
-    def __init__(self, message: str, *, source: str | None = None) -> None:
+    ``source`` is the file (with ``:line:column`` when known), ``path`` where in the document
+    the wrong value sits (keys and list indexes, e.g. ``("run", 3, "loudness", "target_lufs")``).
+    """
+
+    def __init__(self, message: str, *, source: str | None = None, path: tuple[str | int, ...] = ()) -> None:
         self.message = message
         self.source = source
+        self.path = path
         super().__init__(f"{source}: {message}" if source else message)
 
 
@@ -35,6 +40,7 @@ class PipelineError(VoiceprepError):
         source: str | None = None,
         http_status: int | None = None,
         metrics: dict[str, Any] | None = None,
+        speech: Any = None,
     ) -> None:
         self.code = code
         self.message = message
@@ -43,6 +49,7 @@ class PipelineError(VoiceprepError):
         self.source = source
         self.http_status = http_status
         self.metrics: dict[str, Any] = dict(metrics or {})
+        self.speech = speech  # the SpeechMap found before refusing (input time), for the report's plot
         super().__init__(self.line())
 
     def line(self) -> str:

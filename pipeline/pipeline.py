@@ -27,12 +27,15 @@ def check_order(stages: tuple[Stage, ...], given: frozenset[Fact] = frozenset())
             makers = [n for n, c in registry.available().items() if fact in c.provides and fact not in c.needs]
             raise ConfigError(
                 f"{where}: needs {FACT_NAMES[fact]}, which no earlier stage provides; "
-                f"put it after one that does: {', '.join(makers) or '(none is installed)'}"
+                f"put it after one that does: {', '.join(makers) or '(none is installed)'}",
+                path=(i,),
             )
         if stage.changes_audio and encoder is not None:
-            raise ConfigError(f"{where}: changes the audio after {encoder!r} encoded it; put it before {encoder!r}")
+            raise ConfigError(f"{where}: changes the audio after {encoder!r} encoded it; put it before {encoder!r}", path=(i,))
         if session is not None and not isinstance(stage, Session):
-            raise ConfigError(f"{where}: must come before {session!r}, which runs last, in the coordinating process")
+            raise ConfigError(
+                f"{where}: must come before {session!r}, which runs last, in the coordinating process", path=(i,)
+            )
         known |= stage.provides
         if "encoded" in stage.provides:
             encoder = stage.name

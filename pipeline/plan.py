@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import bisect
 import os
-from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,31 +28,71 @@ def is_audio_name(name: str) -> bool:
     return os.path.splitext(name)[1].lower() in AUDIO_SUFFIXES
 
 
-def output_names(files: Iterable[str], taken: Iterable[str] = ()) -> dict[str, str]:
-    """Output file names for the audio files of one folder: ``stem.wav`` when no other file of the
-    folder has that stem, else ``name.wav`` (``a.mp3`` beside ``a.m4a``: ``a.mp3.wav``), with
-    ``~2``, ``~3``... before ``.wav`` when even that is taken (by another output or a name in
-    ``taken``, such as a subfolder's). Distinct files always get distinct names."""
-    names = sorted(files)
-    first = {f: os.path.splitext(f)[0] + ".wav" for f in names}
-    counts = Counter(first.values())
-    used = set(taken)
-    out: dict[str, str] = {}
-    for f in names:  # unambiguous stems first, so they keep the natural name
-        if counts[first[f]] == 1 and first[f] not in used:
-            out[f] = first[f]
-            used.add(first[f])
-    for f in names:
-        if f in out:
-            continue
+def _stem(name: str) -> str:
+    return os.path.splitext(name)[0]
+
+
+class _Namer:
+    """Output names for the audio files of one folder (``names``, sorted), given on demand so a
+    folder of 100,000 files costs one sorted list of its names: ``stem.wav`` when no other file
+    of the folder has that stem, else ``name.wav`` (``a.mp3`` beside ``a.m4a``: ``a.mp3.wav``),
+    with ``~2``, ``~3``... before ``.wav`` when even that is taken (by a natural name of another
+    file, a name already given, or a name in ``taken``, such as a subfolder's)."""
+
+    def __init__(self, names: list[str], taken: Iterable[str] = ()) -> None:
+        self.names = names
+        self.taken = set(taken)
+        self.given: set[str] = set()  # names given to files whose stem was shared: few
+
+    def _has(self, name: str) -> bool:
+        i = bisect.bisect_left(self.names, name)
+        return i < len(self.names) and self.names[i] == name
+
+    def _shares_stem(self, name: str) -> bool:
+        """Whether another file of the folder has ``name``'s stem (all start with ``stem + "."``)."""
+        stem = _stem(name)
+        i = bisect.bisect_left(self.names, stem + ".")
+        while i < len(self.names) and self.names[i].startswith(stem + "."):
+            if self.names[i] != name and _stem(self.names[i]) == stem:
+                return True
+            i += 1
+        return False
+
+    def _natural(self, name: str) -> str | None:
+        """``name``'s natural output name when it keeps it (its stem unshared, nothing taken)."""
+        natural = _stem(name) + ".wav"
+        return None if self._shares_stem(name) or natural in self.taken else natural
+
+    def name(self, f: str) -> str:
+        natural = self._natural(f)
+        if natural is not None:
+            return natural
         stem = f[:-4] if f.endswith(".wav") else f
         candidate, k = f"{stem}.wav", 1
-        while candidate in used:
+        # taken when it is another file's natural name, a name already given, or a subfolder's
+        while candidate in self.taken or candidate in self.given or self._natural_of_other(candidate, f):
             k += 1
             candidate = f"{stem}~{k}.wav"
-        out[f] = candidate
-        used.add(candidate)
-    return out
+        self.given.add(candidate)
+        return candidate
+
+    def _natural_of_other(self, candidate: str, f: str) -> bool:
+        """Whether ``candidate`` is the natural name some other file of the folder keeps."""
+        stem = candidate[:-4]
+        i = bisect.bisect_left(self.names, stem + ".")
+        while i < len(self.names) and self.names[i].startswith(stem + "."):
+            other = self.names[i]
+            if other != f and _stem(other) == stem and self._natural(other) == candidate:
+                return True
+            i += 1
+        return False
+
+
+def output_names(files: Iterable[str], taken: Iterable[str] = ()) -> dict[str, str]:
+    """Output file names for the audio files of one folder (see ``_Namer``): distinct files
+    always get distinct names."""
+    namer = _Namer(sorted(files), taken)
+    return {f: namer.name(f) for f in namer.names}
 
 
 def _same(a: str, b: str) -> bool:
@@ -94,9 +134,12 @@ def _walk(folder: str, out_folder: str | None, skip: str | None) -> Iterator[tup
     folders in name order, outputs mirrored under ``out_folder``; ``skip`` (the output folder,
     when it lies inside an input) and folders holding a voiceprep state are not entered."""
     files, dirs = _listing(folder)
-    names = output_names(files, taken=dirs) if out_folder is not None else {}
-    for f in sorted(files):
-        yield os.path.join(folder, f), (os.path.join(out_folder, names[f]) if out_folder is not None else None)
+    files.sort()
+    namer = _Namer(files, taken=dirs) if out_folder is not None else None
+    for f in files:
+        output = os.path.join(out_folder, namer.name(f)) if out_folder is not None and namer is not None else None
+        yield os.path.join(folder, f), output
+    del files, namer  # the subfolders' walks need not hold this folder's names
     for d in dirs:
         sub = os.path.join(folder, d)
         if (skip is not None and _same(sub, skip)) or _is_output_folder(sub):

@@ -33,6 +33,16 @@ def register(cls: type[T]) -> type[T]:
         if not isinstance(facts, frozenset) or not facts <= set(FACTS):
             raise TypeError(f"stage {name}: `{attr}` must be a frozenset of {', '.join(FACTS)}")
     setattr(cls, MARK, name)
+    init = cls.__init__
+
+    @functools.wraps(init)
+    def checked_init(self: Any, *args: Any, **kwargs: Any) -> None:
+        init(self, *args, **kwargs)
+        for f in _option_fields(type(self)):  # built in code, not from YAML: the same ranges hold
+            if not _in_range(getattr(self, f.name), f.metadata):
+                raise ValueError(f"{f.name}: {getattr(self, f.name)!r} is out of range; valid: {_range(f.metadata)}")
+
+    cls.__init__ = checked_init  # type: ignore[method-assign]
     return cls
 
 
@@ -79,6 +89,25 @@ class OptionDoc:
     type: str
     default: Any
     help: str
+    range: str = ""  # e.g. "10 to 60", "above 0", "" when any value of the type is valid
+
+
+def _range(meta: Mapping[str, Any]) -> str:
+    lo, hi, above = meta.get("min"), meta.get("max"), meta.get("above")
+    if above is not None:
+        return f"above {above:g}" + (f", at most {hi:g}" if hi is not None else "")
+    if lo is not None and hi is not None:
+        return f"{lo:g} to {hi:g}"
+    if lo is not None:
+        return f"at least {lo:g}"
+    return f"at most {hi:g}" if hi is not None else ""
+
+
+def _in_range(value: Any, meta: Mapping[str, Any]) -> bool:
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        return True
+    lo, hi, above = meta.get("min"), meta.get("max"), meta.get("above")
+    return not ((lo is not None and value < lo) or (hi is not None and value > hi) or (above is not None and value <= above))
 
 
 def _type_name(tp: Any) -> str:
@@ -103,7 +132,7 @@ def options(cls: type[Any]) -> list[OptionDoc]:
     out = []
     for f in _option_fields(cls):
         default = f.default if f.default is not dataclasses.MISSING else None
-        out.append(OptionDoc(f.name, _type_name(hints[f.name]), default, f.metadata.get("help", "")))
+        out.append(OptionDoc(f.name, _type_name(hints[f.name]), default, f.metadata.get("help", ""), _range(f.metadata)))
     return out
 
 
@@ -146,9 +175,12 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
         raise ConfigError(f"{where}: expected an integer, got {value!r}")
     if tp is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
-            number = float(value)
+            try:
+                number = float(value)
+            except OverflowError:
+                number = math.inf
             if not math.isfinite(number):
-                raise ConfigError(f"{where}: expected a finite number, got {value!r}")
+                raise ConfigError(f"{where}: expected a finite number, got {str(value)[:20]}")
             return number
         raise ConfigError(f"{where}: expected a number, got {value!r}")
     if tp is str:
@@ -170,8 +202,18 @@ def build(name: str, opts: Mapping[str, Any] | None = None, *, context: Mapping[
     unknown = sorted(set(opts) - set(valid))
     if unknown:
         choices = ", ".join(valid) if valid else "(none)"
-        raise ConfigError(f"stage {name!r} has no option {unknown[0]!r}; valid options: {choices}")
-    kwargs = {k: _coerce(v, hints[k], f"stage {name!r} option {k!r}") for k, v in opts.items()}
+        raise ConfigError(f"stage {name!r} has no option {unknown[0]!r}; valid options: {choices}", path=(unknown[0],))
+    fields = {f.name: f for f in _option_fields(cls)}
+    kwargs = {}
+    for k, v in opts.items():
+        where = f"stage {name!r} option {k!r}"
+        try:
+            value = _coerce(v, hints[k], where)
+        except ConfigError as exc:
+            raise ConfigError(exc.message, path=(k,)) from None
+        if not _in_range(value, fields[k].metadata):
+            raise ConfigError(f"{where}: {str(value)[:20]} is out of range; valid: {_range(fields[k].metadata)}", path=(k,))
+        kwargs[k] = value
     for field_name, section_name in sections(cls).items():
         if context is not None and section_name in context:
             kwargs[field_name] = context[section_name]

@@ -3,16 +3,22 @@
 from __future__ import annotations
 
 import json
-import os
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import IO, Any, Literal
 
+_CONTROLS = {c: f"\\x{c:02x}" for c in (*range(32), 127)}
 
-def shown(path: str) -> str:
-    """``path`` as text that any UTF-8 output takes: a file name that is not valid UTF-8 keeps its
-    bytes as ``\\xNN`` escapes (the real path is kept for reading; this is only for display)."""
-    return os.fsencode(path).decode("utf-8", "backslashreplace")
+
+def shown(text: str) -> str:
+    """``text`` (a path, or a line holding one) printable on one UTF-8 line whatever a file name
+    holds: bytes that are not UTF-8 (kept by Python as lone surrogates) and control characters
+    are shown as ``\\xNN`` escapes (the real path is kept for reading; this is only for display)."""
+    try:
+        raw = text.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:  # surrogates that do not come from a file name
+        raw = text.encode("utf-8", "backslashreplace")
+    return raw.decode("utf-8", "backslashreplace").translate(_CONTROLS)
 
 
 @dataclass
@@ -36,6 +42,7 @@ class FileResult:
     extra: dict[str, Any] = field(default_factory=dict)
     run_id: str | None = None
     skipped: bool = False
+    plot: dict[str, Any] | None = None  # what the report page draws (envelopes, speech, the cut)
 
     @property
     def ok(self) -> bool:
@@ -56,6 +63,8 @@ class FileResult:
             "run_id": self.run_id,
             "skipped": self.skipped,
         }
+        if self.plot is not None:
+            out["plot"] = self.plot
         out.update(self.extra)
         return out
 
@@ -63,7 +72,7 @@ class FileResult:
     def from_dict(cls, data: dict[str, Any]) -> FileResult:
         """A result back from its report line (``extra`` keeps the keys this class does not name)."""
         known = {"input", "status", "output", "code", "message", "hint", "warnings", "segment", "metrics", "stage",
-                 "run_id", "skipped"}
+                 "run_id", "skipped", "plot"}
         return cls(
             input=data["input"],
             status=data["status"],
@@ -78,6 +87,7 @@ class FileResult:
             extra={k: v for k, v in data.items() if k not in known},
             run_id=data.get("run_id"),
             skipped=bool(data.get("skipped", False)),
+            plot=data.get("plot"),
         )
 
     def json(self) -> str:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import stat
 import sys
 import time
 import traceback
@@ -19,7 +20,9 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
+
+import numpy as np
 
 from .audio_io import decode, probe
 from .clip import Clip, SpeechMap
@@ -30,6 +33,7 @@ from .manifest import Fingerprint, Manifest, Orphan, chain_key
 from .pipeline import Pipeline
 from .plan import Job, plan
 from .report import FileResult, Summary, summary, write_line
+from .report_page.envelope import EnvelopeBuilder, envelope
 from .scout import LONG_INPUT_S, best_region
 from .writer import discard_temp, write_atomic
 
@@ -39,46 +43,95 @@ LOOKAHEAD = 4096  # planned inputs read ahead of the workers (for the progress b
 @dataclass(frozen=True)
 class Worked:
     """What a worker hands back: the final result, or (when the chain ends in `Session` stages)
-    the clip for the coordinating process to finish; the input's duration and fingerprint."""
+    the clip for the coordinating process to finish; the input's duration, its fingerprint, and
+    what the report page draws of the input."""
 
     result: FileResult
     clip: Clip | None = None
-    input_s: float = 0.0
     fingerprint: Fingerprint | None = None
+    seen: Seen | None = None
 
 
-def _decoded(job: Job, chain: Pipeline) -> tuple[Clip, float]:
-    """The input as the chain starts from, and the input's duration: a long input is scouted and
-    only the region around its best cut is decoded, carrying the speech found there."""
+@dataclass(frozen=True)
+class Seen:
+    """The input as the report page draws it: its duration, its coarse waveform (peaks 0-255), and
+    the stretch analysed in detail when a long input was scouted (None: all of it)."""
+
+    input_s: float
+    envelope: list[int]
+    span: tuple[float, float] | None = None
+
+
+def _decoded(job: Job, chain: Pipeline) -> tuple[Clip, Seen]:
+    """The input as the chain starts from, and how it looked: a long input is scouted and only the
+    region around its best cut is decoded, carrying the speech found there."""
     info = probe(job.input)
     scouting = chain.scouting() if info.duration_s > LONG_INPUT_S else None
-    region = best_region(info, *scouting) if scouting is not None else None
-    if region is None:
-        return decode(info), info.duration_s
-    clip = decode(info, start_s=region.start_s, end_s=region.end_s)
-    found = region.speech - region.start_s
-    return clip.replace(speech=SpeechMap(segments=found, runs=found, duration_s=clip.duration_s)), info.duration_s
+    if scouting is not None:
+        env = EnvelopeBuilder(int(info.duration_s * info.sample_rate))
+        region = best_region(info, *scouting, envelope=env)
+        if region is not None:
+            clip = decode(info, start_s=region.start_s, end_s=region.end_s)
+            found = region.speech - region.start_s
+            clip = clip.replace(speech=SpeechMap(segments=found, runs=found, duration_s=clip.duration_s))
+            return clip, Seen(info.duration_s, env.values(), (region.start_s, region.end_s))
+    clip = decode(info)
+    peaks = clip.samples[0] if clip.channels == 1 else np.max(np.abs(clip.samples), axis=0)
+    return clip, Seen(clip.duration_s, envelope(peaks))
+
+
+def plot(seen: Seen | None, clip: Clip | None = None, refused: SpeechMap | None = None) -> dict[str, Any] | None:
+    """The report line's ``plot``: the input (waveform, speech, the analysed stretch), the cut and
+    the produced clip (waveform, speech) when there is one."""
+    if seen is None:
+        return None
+    cut = clip.cut if clip is not None else None
+    speech = cut.input_speech if cut is not None else refused
+    out: dict[str, Any] = {
+        "input_s": round(seen.input_s, 3),
+        "input_env": seen.envelope,
+        "speech": speech.segments.round(3).tolist() if speech is not None else [],
+        "speech_span": list(seen.span) if seen.span is not None else None,
+        "window": [cut.start_s, cut.end_s] if cut is not None else None,
+        "pieces": [list(p) for p in cut.pieces] if cut is not None else [],
+        "output_s": None,
+        "output_env": None,
+        "output_speech": [],
+    }
+    if clip is not None and cut is not None:
+        out["output_s"] = round(clip.duration_s, 3)
+        out["output_env"] = envelope(clip.samples[0])
+        out["output_speech"] = clip.speech.segments.round(3).tolist() if clip.speech is not None else []
+    return out
+
+
+def _fingerprint(path: str) -> Fingerprint | None:
+    """The input's fingerprint, or None for anything but a readable regular file (a FIFO is
+    never opened: the probe refuses it)."""
+    try:
+        if not stat.S_ISREG(os.stat(path).st_mode):
+            return None
+        return Fingerprint.of(path)
+    except OSError:
+        return None
 
 
 def work(job: Job, chain: Pipeline, *, finish_here: bool) -> Worked:
     """Take one input through ``chain`` (the worker part of the `run` chain); with ``finish_here``
     also write the output. Never raises for a bad file."""
     discard_temp(job.output)  # what a killed run may have left
+    fingerprint = _fingerprint(job.input)
+    seen: Seen | None = None
     try:
-        fingerprint = Fingerprint.of(job.input)
-    except OSError:
-        fingerprint = None  # unreadable: the probe below says why
-    input_s = 0.0
-    try:
-        clip, input_s = _decoded(job, chain)
+        clip, seen = _decoded(job, chain)
         clip = chain(clip)
         if not finish_here:
-            return Worked(_result_ok(job, clip, input_s), clip, input_s, fingerprint)
-        return Worked(_written(job, clip, input_s), None, input_s, fingerprint)
+            return Worked(_result_ok(job, clip, seen), clip, fingerprint, seen)
+        return Worked(_written(job, clip, seen), None, fingerprint, seen)
     except PipelineError as exc:
-        return Worked(_rejected(job, exc, input_s), None, input_s, fingerprint)
+        return Worked(_rejected(job, exc, seen), None, fingerprint, seen)
     except Exception as exc:  # noqa: BLE001 - one bad file must never stop the batch
-        return Worked(_unexpected(job, exc), None, input_s, fingerprint)
+        return Worked(_unexpected(job, exc), None, fingerprint, seen)
 
 
 def finish(worked: Worked, job: Job, tail: Callable[[Clip], Clip]) -> FileResult:
@@ -86,9 +139,9 @@ def finish(worked: Worked, job: Job, tail: Callable[[Clip], Clip]) -> FileResult
     if worked.clip is None:
         return worked.result
     try:
-        return _written(job, tail(worked.clip), worked.input_s)
+        return _written(job, tail(worked.clip), worked.seen)
     except PipelineError as exc:
-        return _rejected(job, exc, worked.input_s)
+        return _rejected(job, exc, worked.seen)
     except Exception as exc:  # noqa: BLE001 - one bad file must never stop the batch
         return _unexpected(job, exc)
 
@@ -102,17 +155,18 @@ def process_file(job: Job, config: Config) -> FileResult:
         return finish(work(job, worker, finish_here=False), job, tail)
 
 
-def _written(job: Job, clip: Clip, input_s: float) -> FileResult:
+def _written(job: Job, clip: Clip, seen: Seen | None) -> FileResult:
     if clip.encoded is None:  # the chain is checked to encode: only a library-built chain gets here
         raise ValueError("the chain made no WAV (no `encode` stage)")
     write_atomic(job.output, clip.encoded)
-    return _result_ok(job, clip, input_s)
+    return _result_ok(job, clip, seen)
 
 
-def _result_ok(job: Job, clip: Clip, input_duration_s: float) -> FileResult:
+def _result_ok(job: Job, clip: Clip, seen: Seen | None) -> FileResult:
     metrics = dict(clip.metrics)
     metrics.pop("segments", None)
-    metrics["input_duration_s"] = round(input_duration_s, 3)
+    if seen is not None:
+        metrics["input_duration_s"] = round(seen.input_s, 3)
     metrics.setdefault("sample_rate", clip.sample_rate)
     return FileResult(
         input=job.input,
@@ -121,13 +175,14 @@ def _result_ok(job: Job, clip: Clip, input_duration_s: float) -> FileResult:
         warnings=[w.as_dict() for w in clip.warnings],
         segment=clip.cut.as_dict() if clip.cut is not None else None,
         metrics=metrics,
+        plot=plot(seen, clip),
     )
 
 
-def _rejected(job: Job, exc: PipelineError, input_s: float = 0.0) -> FileResult:
+def _rejected(job: Job, exc: PipelineError, seen: Seen | None = None) -> FileResult:
     metrics = dict(exc.metrics)
-    if input_s:
-        metrics.setdefault("input_duration_s", round(input_s, 3))
+    if seen is not None:
+        metrics.setdefault("input_duration_s", round(seen.input_s, 3))
     return FileResult(
         input=job.input,
         status="rejected",
@@ -136,6 +191,7 @@ def _rejected(job: Job, exc: PipelineError, input_s: float = 0.0) -> FileResult:
         hint=exc.hint,
         stage=exc.stage,
         metrics=metrics,
+        plot=plot(seen, refused=exc.speech if isinstance(exc.speech, SpeechMap) else None),
     )
 
 

@@ -10,6 +10,7 @@ from .audio_io import decode, iter_blocks
 from .clip import SourceInfo
 from .errors import PipelineError
 from .pipeline import Pipeline
+from .report_page.envelope import EnvelopeBuilder
 from .stage import Scouting
 
 LONG_INPUT_S = 120.0  # inputs longer than this are scouted first (seconds)
@@ -33,8 +34,9 @@ class Region:
     speech: np.ndarray
 
 
-def activity(info: SourceInfo) -> np.ndarray:
-    """Coarse speech activity per 0.9 s of a long input (fraction 0-1), decoded in blocks.
+def activity(info: SourceInfo, envelope: EnvelopeBuilder | None = None) -> np.ndarray:
+    """Coarse speech activity per 0.9 s of a long input (fraction 0-1), decoded in blocks (each
+    block's peaks also go to ``envelope``, for the report's waveform).
 
     Each block is decoded at its own rate; only its louder channel (the voiced side, if one-sided)
     is brought to 8 kHz, at soxr's quick quality (ranking needs no more).
@@ -47,6 +49,8 @@ def activity(info: SourceInfo) -> np.ndarray:
     carry = np.zeros(0, np.float32)
     unit = 30 * (3 * ACTIVITY_RATE // 100)
     for block in iter_blocks(info):
+        if envelope is not None:
+            envelope.add(block[0] if block.shape[0] == 1 else np.max(np.abs(block), axis=0))
         # every 4th sample is plenty to tell which side is louder
         loudest = int(np.argmax([float(np.dot(r[::4], r[::4])) for r in block])) if block.shape[0] > 1 else 0
         x = block[loudest]
@@ -62,13 +66,15 @@ def activity(info: SourceInfo) -> np.ndarray:
     return np.concatenate(per_unit) if per_unit else np.zeros(0)
 
 
-def best_region(info: SourceInfo, prefix: Pipeline, stage: Scouting) -> Region | None:
+def best_region(
+    info: SourceInfo, prefix: Pipeline, stage: Scouting, envelope: EnvelopeBuilder | None = None
+) -> Region | None:
     """Rank stretches of ``stage.span_s()`` by coarse activity, then run ``prefix`` (the chain up to
     and including ``stage``) on the best-ranked ones only, at 16 kHz; the region around the
     best-scoring cut, or None when no stretch gives one."""
     span_s = stage.span_s()
     rate = SCOUT_RATE if info.sample_rate > SCOUT_RATE else None
-    act = activity(info)
+    act = activity(info, envelope)
     span = int(round(span_s / UNIT_S))
     if len(act) < span:
         return None

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -87,66 +88,57 @@ def to_vad_rate(x: np.ndarray, sample_rate: int) -> np.ndarray:
     return x
 
 
-def silero_probs(x16: np.ndarray, *, chunk_frames: int = 63, warmup_frames: int = 16) -> np.ndarray:
-    """Speech probability per 32 ms frame of mono 16 kHz audio (a partial last frame is zero-padded).
+def _zero_lstm() -> np.ndarray:
+    return np.zeros((2, 1, 128), dtype=np.float32)
 
-    The signal is cut into chunks of ``chunk_frames`` (2 s) that run side by side through the
-    recurrent part, each primed with ``warmup_frames`` (0.5 s) of the audio before it (the first
-    starts from the zero state, as a plain pass does): the same decisions as one frame-by-frame
-    pass away from the seams. The stateless encoder runs once per frame, on all frames at once;
-    the decoder then runs every chunk's whole sequence in one call. The probabilities are
-    bit-identical to running the published model step by step on the same chunks.
+
+def _zero_context() -> np.ndarray:
+    return np.zeros(CONTEXT, dtype=np.float32)
+
+
+@dataclass(frozen=True)
+class SileroState:
+    """Where one plain pass stands after some whole frames: the LSTM state ``(2, 1, 128)`` and
+    the last ``CONTEXT`` samples, which the model sees in front of the next frame. The default
+    is the start of a signal (zeros), where the published model begins."""
+
+    lstm: np.ndarray = field(default_factory=_zero_lstm)
+    context: np.ndarray = field(default_factory=_zero_context)
+
+
+def silero_step(x16: np.ndarray, state: SileroState | None = None) -> tuple[np.ndarray, SileroState]:
+    """Speech probability per 32 ms frame of mono 16 kHz ``x16`` continuing from ``state`` (the
+    start of a signal when None), and the state after its last frame.
+
+    A partial last frame is zero-padded, so only a signal's last piece may end mid-frame. The
+    stateless encoder runs on all frames at once (``ENCODE_BLOCK`` at a time); the LSTM decoder
+    runs the whole sequence with batch 1 in one call, from ``state``. Pieces of whole frames
+    chained through their states give the probabilities of one pass over the signal: the
+    published model run frame by frame from the zero state, to rounding (its per-frame
+    matrix-vector products become one matrix product; tests/test_silero_split.py bounds it).
     """
     encoder, decoder = _silero()
+    state = state or SileroState()
     n = int(np.ceil(len(x16) / FRAME))
     if n == 0:
-        return np.zeros(0, dtype=np.float32)
-    # One frame of zeros in front: frame i's model input, its 64-sample context and its 512
-    # samples, is padded[(i + 1) * FRAME - CONTEXT : (i + 2) * FRAME].
-    padded = np.zeros((n + 1) * FRAME, dtype=np.float32)
-    np.clip(x16, -1.0, 1.0, out=padded[FRAME : FRAME + len(x16)])
-    windows = np.lib.stride_tricks.sliding_window_view(padded[FRAME - CONTEXT :], CONTEXT + FRAME)[::FRAME]
-    steps = min(chunk_frames + warmup_frames, n)
-    # chunk 0 is the first `steps` frames from the zero state; chunk k >= 1 keeps the `chunk_frames`
-    # frames from starts[k - 1], after `warmup_frames` before them whose outputs are dropped
-    starts = np.arange(steps, n, chunk_frames)
-    batch = 1 + len(starts)
-    lows = starts - warmup_frames
-    # feature rows: 0..n-1 every frame in its place; n + k - 1 chunk k's first frame as the model
-    # sees it at the start of a chunk (no context before it); n + batch - 1 zeros, fed to the last
-    # chunk past the end of the signal (the decoder is causal: no kept output depends on it)
-    features = np.empty((n + batch, 128), dtype=np.float32)
+        return np.zeros(0, dtype=np.float32), state
+    # frame i's model input, its CONTEXT samples and its FRAME samples, is padded[i * FRAME : (i + 1) * FRAME + CONTEXT]
+    padded = np.zeros(CONTEXT + n * FRAME, dtype=np.float32)
+    padded[:CONTEXT] = state.context
+    np.clip(x16, -1.0, 1.0, out=padded[CONTEXT : CONTEXT + len(x16)])
+    windows = np.lib.stride_tricks.sliding_window_view(padded, CONTEXT + FRAME)[::FRAME]
+    features = np.empty((n, 1, 128), dtype=np.float32)
     for lo in range(0, n, ENCODE_BLOCK):
         hi = min(lo + ENCODE_BLOCK, n)
-        features[lo:hi] = encoder.run(None, {"input": np.ascontiguousarray(windows[lo:hi])})[0]
-    if len(starts):
-        firsts = np.zeros((len(starts), CONTEXT + FRAME), dtype=np.float32)
-        firsts[:, CONTEXT:] = windows[lows, CONTEXT:]
-        features[n : n + len(starts)] = encoder.run(None, {"input": firsts})[0]
-    features[-1] = 0.0
-    rows = np.empty((steps, batch), dtype=np.intp)
-    rows[:, 0] = np.arange(steps)
-    frames = lows[None, :] + np.arange(steps)[:, None]
-    rows[:, 1:] = np.where(frames < n, frames, n + batch - 1)
-    rows[0, 1:] = n + np.arange(len(starts))
-    x = features[rows]
-    state = np.zeros((2, batch, 128), dtype=np.float32)
-    if batch > 1:
-        probs = decoder.run(None, {"x": x, "state": state})[0].reshape(steps, batch)
-    else:
-        # A single chunk (up to 2.5 s) goes step by step: with one row, onnxruntime's LSTM takes
-        # its input product as a matrix-vector product, as the published model does frame by
-        # frame; a whole sequence would be one matrix product, rounded differently.
-        probs = np.empty((steps, 1), dtype=np.float32)
-        for t in range(steps):
-            p, state = decoder.run(None, {"x": x[t : t + 1], "state": state})
-            probs[t] = p
-    result = np.empty(n, dtype=np.float32)
-    result[:steps] = probs[:, 0]
-    for k, s0 in enumerate(starts.tolist(), start=1):
-        m = min(chunk_frames, n - s0)
-        result[s0 : s0 + m] = probs[warmup_frames : warmup_frames + m, k]
-    return result
+        features[lo:hi, 0] = encoder.run(None, {"input": np.ascontiguousarray(windows[lo:hi])})[0]
+    probs, lstm = decoder.run(None, {"x": features, "state": state.lstm})
+    return np.asarray(probs, dtype=np.float32).reshape(n), SileroState(lstm=lstm, context=padded[-CONTEXT:].copy())
+
+
+def silero_probs(x16: np.ndarray) -> np.ndarray:
+    """Speech probability per 32 ms frame of mono 16 kHz audio: one plain pass from the zero state
+    (a partial last frame is zero-padded)."""
+    return silero_step(x16)[0]
 
 
 def webrtc_flags(x16: np.ndarray, mode: int = 2, frame: int = WEBRTC_FRAME, rate: int = VAD_RATE) -> np.ndarray:
@@ -326,23 +318,22 @@ def detect_stream(
     duration_s: float | None = None,
 ) -> SpeechMap:
     """``detect`` over consecutive mono 16 kHz pieces (any lengths) without holding the signal:
-    memory is one 60 s block plus 0.5 s of it carried to prime Silero's state for the next.
+    memory is one 60 s block. Silero's state passes from block to block, so its probabilities
+    are those of one pass over the whole signal.
 
     ``duration_s`` defaults to the samples seen.
     """
-    warm = 16 * FRAME  # Silero's recurrent state is primed with 0.5 s before each block
     probs_parts: list[np.ndarray] = []
     flags_parts: list[np.ndarray] = []
-    tail = np.zeros(0, dtype=np.float32)
+    state: SileroState | None = None
     seen = 0
     for block in _reblock(blocks, DETECT_BLOCK):
-        p = silero_probs(np.concatenate([tail, block]))[len(tail) // FRAME :]
+        p, state = silero_step(block, state)
         if reject_steady:
             p = np.where(stationary_frames(block), np.float32(0.0), p)
         probs_parts.append(p)
         if refine:
             flags_parts.append(webrtc_flags(block, webrtc_mode))
-        tail = block[-warm:].copy() if len(block) >= warm else block.copy()
         seen += len(block)
     duration = seen / VAD_RATE if duration_s is None else duration_s
     probs = np.concatenate(probs_parts) if probs_parts else np.zeros(0, np.float32)

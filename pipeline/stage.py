@@ -58,9 +58,14 @@ class Session(Protocol):
     def open(self) -> AbstractContextManager[Callable[[Clip], Clip]]: ...
 
 
-def option(default: Any, help: str) -> Any:  # noqa: A002 - mirrors argparse
-    """Declare a stage option with its default and the one-line help shown by `voiceprep stages`."""
-    return field(default=default, metadata={"help": help})
+def option(
+    default: Any, help: str, *, min: float | None = None, max: float | None = None, above: float | None = None  # noqa: A002 - mirrors argparse and the builtins
+) -> Any:
+    """Declare a stage option with its default, the one-line help shown by `voiceprep stages`, and
+    for numbers the range a config may set: ``min``/``max`` inclusive, ``above`` an exclusive
+    lower bound. The registry refuses a value outside it, naming the range."""
+    bounds = {k: v for k, v in (("min", min), ("max", max), ("above", above)) if v is not None}
+    return field(default=default, metadata={"help": help, **bounds})
 
 
 def section(name: str, default_factory: Callable[[], Any], help: str) -> Any:  # noqa: A002 - mirrors argparse

@@ -22,6 +22,7 @@ class Verdict:
     stage: str | None = None
     metrics: dict[str, Any] = field(default_factory=dict)
     warnings: list[dict[str, str]] = field(default_factory=list)
+    plot: dict[str, Any] | None = None  # what the report page draws, when asked for
 
     def line(self) -> str:
         """``PATH: CODE: message (hint)`` for a refusal, ``PATH: ok`` otherwise."""
@@ -40,4 +41,5 @@ class Verdict:
             "stage": self.stage,
             "warnings": list(self.warnings),
             "metrics": dict(self.metrics),
+            **({"plot": self.plot} if self.plot is not None else {}),
         }

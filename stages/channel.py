@@ -90,11 +90,9 @@ class Channel:
     provides: ClassVar[frozenset[Fact]] = frozenset()
 
     policy: Policy = option("auto", "auto | first | mix | loudest")
-    dominance_db: float = option(10.0, "auto: a channel this much louder than the others is taken alone (dB)")
-
-    def __post_init__(self) -> None:
-        if self.dominance_db <= 0:
-            raise ValueError("dominance_db must be positive")
+    dominance_db: float = option(
+        10.0, "auto: a channel this much louder than the others is taken alone (dB)", above=0.0, max=60.0
+    )
 
     def __call__(self, clip: Clip) -> Clip:
         mono, record = choose(clip.samples, self.policy, self.dominance_db)

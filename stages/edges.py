@@ -49,10 +49,10 @@ class Edges:
     needs: ClassVar[frozenset[Fact]] = frozenset({"speech"})
     provides: ClassVar[frozenset[Fact]] = frozenset({"speech"})
 
-    min_s: float = option(0.1, "shortest lead-in / tail (seconds)")
-    max_s: float = option(0.3, "longest lead-in / tail (seconds)")
-    target_s: float = option(0.2, "lead-in / tail when one is trimmed or padded (seconds)")
-    fade_s: float = option(0.01, "fade-in and fade-out length (seconds)")
+    min_s: float = option(0.1, "shortest lead-in / tail (seconds)", min=0.0, max=2.0)
+    max_s: float = option(0.3, "longest lead-in / tail (seconds)", min=0.0, max=2.0)
+    target_s: float = option(0.2, "lead-in / tail when one is trimmed or padded (seconds)", min=0.0, max=2.0)
+    fade_s: float = option(0.01, "fade-in and fade-out length (seconds)", min=0.0, max=0.5)
 
     def __post_init__(self) -> None:
         if not 0 <= self.min_s <= self.target_s <= self.max_s:

@@ -26,8 +26,9 @@ class Enroll:
 
     Needs DASHSCOPE_API_KEY. Upload method, ledger, retries come from pipeline.yaml's `enroll:`
     section, given to the stage when the chain is built. The ledger makes it idempotent: the same
-    audio is never enrolled twice. In a batch it runs in the coordinating process, after the
-    workers, with one client for all files (one rate limit). Raises the service's codes
+    audio is never enrolled twice, also by other processes sharing it (claims on its rows, one
+    rate limit kept in it). In a batch it runs in the coordinating process, after the workers,
+    with one client for all files. Raises the service's codes
     (Audio.*, Throttling.AllocationQuota, InvalidApiKey...) and VoiceUndeployed.
     """
 

@@ -119,17 +119,9 @@ class Loudness:
     needs: ClassVar[frozenset[Fact]] = frozenset()
     provides: ClassVar[frozenset[Fact]] = frozenset()
 
-    target_lufs: float = option(-20.0, "integrated loudness target (LUFS)")
-    ceiling_dbtp: float = option(-1.5, "true-peak ceiling after limiting (dBTP, 4x oversampled)")
-    max_gain_db: float = option(35.0, "never raise the level by more than this (dB)")
-
-    def __post_init__(self) -> None:
-        if not -40.0 <= self.target_lufs <= -5.0:
-            raise ValueError("target_lufs must be between -40 and -5")
-        if not -12.0 <= self.ceiling_dbtp <= 0.0:
-            raise ValueError("ceiling_dbtp must be between -12 and 0")
-        if self.max_gain_db < 0:
-            raise ValueError("max_gain_db must be >= 0")
+    target_lufs: float = option(-20.0, "integrated loudness target (LUFS)", min=-40.0, max=-5.0)
+    ceiling_dbtp: float = option(-1.5, "true-peak ceiling after limiting (dBTP, 4x oversampled)", min=-12.0, max=0.0)
+    max_gain_db: float = option(35.0, "never raise the level by more than this (dB)", min=0.0, max=60.0)
 
     def __call__(self, clip: Clip) -> Clip:
         x = clip.samples[0]

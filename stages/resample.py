@@ -38,12 +38,9 @@ class Resample:
     needs: ClassVar[frozenset[Fact]] = frozenset()
     provides: ClassVar[frozenset[Fact]] = frozenset()
 
-    target_hz: int = option(24000, "output sample rate for sources above it (Hz, >= 16000)")
+    target_hz: int = option(24000, "output sample rate for sources above it (Hz)", min=MIN_SAMPLE_RATE_HZ, max=192000)
     allow_upsample: bool = option(False, "upsample sources under 16 kHz instead of refusing them (warns narrowband)")
 
-    def __post_init__(self) -> None:
-        if not MIN_SAMPLE_RATE_HZ <= self.target_hz <= 192000:
-            raise ValueError("target_hz must be between 16000 and 192000")
 
     def __call__(self, clip: Clip) -> Clip:
         rate = clip.sample_rate

@@ -101,22 +101,30 @@ class Validate:
 
     name: ClassVar[str] = "validate"
     changes_audio: ClassVar[bool] = False
+    judges_upload: ClassVar[bool] = True  # a chain without a stage applying the service's rules is refused
     needs: ClassVar[frozenset[Fact]] = frozenset()
     provides: ClassVar[frozenset[Fact]] = frozenset({"speech"})
 
-    max_duration_s: float = option(MAX_DURATION_S, "longest audio the service accepts (seconds)")
-    min_speech_s: float = option(MIN_SPEECH_S, "speech must total MORE than this (seconds)")
-    min_run_s: float = option(MIN_RUN_S, "one continuous speech run must be LONGER than this (seconds)")
-    merge_gap_s: float = option(0.5, "pauses shorter than this join speech into one continuous run (seconds)")
-    vad_threshold: float = option(0.5, "Silero speech probability that starts a speech segment (0-1)")
+    # The service's own limits bound these: a looser value would pass what the service refuses.
+    max_duration_s: float = option(
+        MAX_DURATION_S, "longest audio the service accepts (seconds)", above=0.0, max=MAX_DURATION_S
+    )
+    min_speech_s: float = option(
+        MIN_SPEECH_S, "speech must total MORE than this (seconds)", min=MIN_SPEECH_S, max=MAX_DURATION_S
+    )
+    min_run_s: float = option(
+        MIN_RUN_S, "one continuous speech run must be LONGER than this (seconds)", min=MIN_RUN_S, max=MAX_DURATION_S
+    )
+    merge_gap_s: float = option(
+        0.5, "pauses shorter than this join speech into one continuous run (seconds)", min=0.0, max=2.0
+    )
+    vad_threshold: float = option(
+        0.5, "Silero speech probability that starts a speech segment (0-1)", above=0.0, max=0.99
+    )
 
     def __post_init__(self) -> None:
-        if not 0.0 < self.vad_threshold < 1.0:
-            raise ValueError("vad_threshold must be between 0 and 1")
-        if self.min_run_s >= self.min_speech_s or self.min_run_s <= 0:
-            raise ValueError("min_run_s must be positive and less than min_speech_s")
-        if self.merge_gap_s < 0 or self.max_duration_s <= 0:
-            raise ValueError("merge_gap_s must be >= 0 and max_duration_s > 0")
+        if self.min_run_s >= self.min_speech_s:
+            raise ValueError("min_run_s must be less than min_speech_s")
 
     def measure(self, clip: Clip) -> tuple[dict[str, Any], SpeechMap]:
         """Everything the rules look at (the source's facts and speech on the first channel), and
@@ -155,6 +163,8 @@ class Validate:
         metrics["failures"] = [r.code for r in failures]
         if failures:
             first = failures[0]
-            err: PipelineError = service_error(first.code, first.message(metrics), hint=first.hint, metrics=metrics)
+            err: PipelineError = service_error(
+                first.code, first.message(metrics), hint=first.hint, metrics=metrics, speech=found
+            )
             raise err
         return clip.replace(metrics=metrics, speech=found)

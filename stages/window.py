@@ -9,7 +9,7 @@ import numpy as np
 
 from pipeline.clip import Clip, Cut, Fact, SpeechMap
 from pipeline.errors import service_error
-from pipeline.limits import MIN_SPEECH_S
+from pipeline.limits import MAX_DURATION_S, MIN_RUN_S, MIN_SPEECH_S
 from pipeline.registry import register
 from pipeline.stage import option
 
@@ -27,6 +27,7 @@ class Candidate:
     longest_pause_s: float
     spread_db: float
     shortened: int  # pauses shortened
+    strict_run_s: float = 0.0  # the longest run when only pauses up to the strict gap join speech
 
     @property
     def start_s(self) -> float:
@@ -77,14 +78,19 @@ def candidates(
     merge_gap_s: float,
     edge_s: float,
     shorten_to_s: float | None,
+    strict_gap_s: float | None = None,
 ) -> list[Candidate]:
     """Every window of consecutive segments that fits in ``max_s`` with no pause over ``max_pause_s``.
+
+    Each candidate's longest run joins pauses up to ``merge_gap_s``; its strict run, pauses up to
+    ``strict_gap_s`` (``merge_gap_s`` when None).
 
     With ``shorten_to_s``, pauses longer than that are cut down to it first (the window is then
     rendered from several pieces). Edges take up to ``edge_s`` of the silence around the
     speech, never more than half of the neighbouring pause, so they never cut into a word.
     """
     n = len(segments)
+    strict_gap = merge_gap_s if strict_gap_s is None else strict_gap_s
     out: list[Candidate] = []
     for i in range(n):
         prev_end = segments[i - 1, 1] if i > 0 else 0.0
@@ -96,6 +102,8 @@ def candidates(
         speech = 0.0
         run = 0.0
         longest_run = 0.0
+        strict_run = 0.0
+        longest_strict = 0.0
         longest_pause = 0.0
         shortened = 0
         for j in range(i, n):
@@ -112,9 +120,12 @@ def candidates(
                     break
                 longest_pause = max(longest_pause, gap)
                 run = run + gap if gap <= merge_gap_s else 0.0
+                strict_run = strict_run + gap if gap <= strict_gap else 0.0
             speech += segments[j, 1] - segments[j, 0]
             run += segments[j, 1] - segments[j, 0]
+            strict_run += segments[j, 1] - segments[j, 0]
             longest_run = max(longest_run, run)
+            longest_strict = max(longest_strict, strict_run)
             next_start = segments[j + 1, 0] if j + 1 < n else duration_s
             tail = min(edge_s, (next_start - segments[j, 1]) / (2 if j + 1 < n else 1))
             end = segments[j, 1] + max(tail, 0.0)
@@ -134,6 +145,7 @@ def candidates(
                         longest_pause_s=longest_pause,
                         spread_db=float(np.std(lv)) if len(lv) > 1 else 0.0,
                         shortened=shortened,
+                        strict_run_s=longest_strict,
                     )
                 )
     return out
@@ -165,6 +177,10 @@ def render(
 class Window:
     """Cut the best ``min_s``-``max_s`` window: most speech, one run over ``min_run_s``, steady level.
 
+    The run must also be over the service's 5 s when only pauses up to ``strict_gap_s`` join
+    speech (a margin against a stricter reading of "continuous" than ``merge_gap_s``); a window
+    that misses only that margin still ranks above any that fails the service's rules.
+
     Window edges lie in silence valleys (never mid-word); no pause inside is longer than
     ``max_pause_s``. With ``shorten_pauses`` (used only when no window qualifies without it),
     pauses longer than ``pause_to_s`` are cut down with short crossfades and a
@@ -179,25 +195,33 @@ class Window:
     needs: ClassVar[frozenset[Fact]] = frozenset()
     provides: ClassVar[frozenset[Fact]] = frozenset({"speech", "cut"})
 
-    min_s: float = option(10.0, "shortest window (seconds)")
-    max_s: float = option(20.0, "longest window (seconds)")
-    min_speech_s: float = option(10.5, "speech the window must hold (seconds; the service needs more than 10)")
-    min_run_s: float = option(5.5, "the window must hold a continuous run longer than this (seconds; service: 5)")
+    min_s: float = option(10.0, "shortest window (seconds)", above=0.0, max=MAX_DURATION_S)
+    max_s: float = option(20.0, "longest window (seconds)", above=0.0, max=MAX_DURATION_S)
+    min_speech_s: float = option(10.5, "speech the window must hold (seconds; the service needs more than 10)", min=MIN_SPEECH_S, max=MAX_DURATION_S)
+    min_run_s: float = option(5.5, "the window must hold a continuous run longer than this (seconds; service: 5)", min=MIN_RUN_S, max=MAX_DURATION_S)
     min_input_speech_s: float = option(
-        MIN_SPEECH_S, "refuse (Audio.AudioSilentError) an input holding this much speech or less (seconds)"
+        MIN_SPEECH_S, "refuse (Audio.AudioSilentError) an input holding this much speech or less (seconds)",
+        min=0.0, max=MAX_DURATION_S,
     )
-    max_pause_s: float = option(2.0, "longest pause allowed inside the window (seconds)")
-    merge_gap_s: float = option(0.5, "pauses shorter than this keep a speech run continuous (seconds)")
-    edge_s: float = option(0.2, "silence kept before the first and after the last word (seconds)")
+    max_pause_s: float = option(2.0, "longest pause allowed inside the window (seconds)", above=0.0, max=10.0)
+    merge_gap_s: float = option(0.5, "pauses shorter than this keep a speech run continuous (seconds)", min=0.0, max=2.0)
+    strict_gap_s: float = option(
+        0.3,
+        "the window must also hold a run longer than the service's 5 s when only pauses up to this join speech: "
+        "a margin in case the service breaks runs at shorter pauses than merge_gap_s (seconds; docs/speech.md)",
+        min=0.0, max=2.0,
+    )
+    edge_s: float = option(0.2, "silence kept before the first and after the last word (seconds)", min=0.0, max=2.0)
     shorten_pauses: bool = option(True, "shorten long pauses when no window qualifies without it")
-    pause_to_s: float = option(0.5, "length long pauses are shortened to (seconds)")
-    crossfade_s: float = option(0.01, "crossfade at each shortened pause (seconds)")
-    steadiness_weight: float = option(0.3, "score penalty per dB of level spread between segments")
+    pause_to_s: float = option(0.5, "length long pauses are shortened to (seconds)", above=0.0, max=10.0)
+    crossfade_s: float = option(0.01, "crossfade at each shortened pause (seconds)", above=0.0, max=0.5)
+    steadiness_weight: float = option(0.3, "score penalty per dB of level spread between segments", min=0.0, max=100.0)
     quality_weight: float = option(
-        1.0, "among near-best windows, score penalty per unit of quality shortfall (noise, music, voices)"
+        1.0, "among near-best windows, score penalty per unit of quality shortfall (noise, music, voices)",
+        min=0.0, max=100.0,
     )
-    quality_candidates: int = option(6, "how many near-best windows get the quality measure (0 = off)")
-    vad_threshold: float = option(0.5, "Silero speech probability that starts a speech segment (0-1)")
+    quality_candidates: int = option(6, "how many near-best windows get the quality measure (0 = off)", min=0, max=50)
+    vad_threshold: float = option(0.5, "Silero speech probability that starts a speech segment (0-1)", above=0.0, max=0.99)
 
     def __post_init__(self) -> None:
         if not 0 < self.min_s < self.max_s:
@@ -208,26 +232,28 @@ class Window:
             raise ValueError("pause_to_s must be positive and at most max_pause_s")
         if not 0 < self.crossfade_s < self.pause_to_s / 2:
             raise ValueError("crossfade_s must be positive and under half of pause_to_s")
-        if self.quality_weight < 0 or self.quality_candidates < 0:
-            raise ValueError("quality_weight and quality_candidates must be >= 0")
-        if self.min_input_speech_s < 0:
-            raise ValueError("min_input_speech_s must be >= 0")
+        if not 0 <= self.strict_gap_s <= self.merge_gap_s:
+            raise ValueError("strict_gap_s must be between 0 and merge_gap_s")
 
-    def meets_rules(self, speech_s: float, longest_run_s: float) -> bool:
-        """Whether a window with this much speech and this longest run meets every rule."""
-        return speech_s >= self.min_speech_s and longest_run_s > self.min_run_s
+    def meets_rules(self, speech_s: float, longest_run_s: float, strict_run_s: float) -> bool:
+        """Whether a window with this much speech, this longest run and this longest strict run
+        (pauses up to ``strict_gap_s`` joined) meets every rule."""
+        return speech_s >= self.min_speech_s and longest_run_s > self.min_run_s and strict_run_s > MIN_RUN_S
 
     def qualifies(self, cut: Cut) -> bool:
         """Whether ``cut`` (one this stage made) meets every rule: the runner stops scouting there."""
-        return self.meets_rules(cut.speech_s, cut.longest_run_s)
+        return self.meets_rules(cut.speech_s, cut.longest_run_s, cut.strict_run_s)
 
     def span_s(self) -> float:
         """The longest stretch one window spans: the runner scouts long inputs in stretches this long."""
         return self.max_s
 
     def score(self, c: Candidate) -> float:
-        qualifies = self.meets_rules(c.speech_s, c.longest_run_s)
-        return (1000.0 if qualifies else 0.0) + c.speech_s - self.steadiness_weight * c.spread_db - 0.5 * c.shortened
+        """Most speech and a steady level first, among the windows that meet every rule; then those
+        that miss only the strict reading's margin (validate would still pass them); then the rest."""
+        rules = c.speech_s >= self.min_speech_s and c.longest_run_s > self.min_run_s
+        tier = (1000.0 if c.strict_run_s > MIN_RUN_S else 500.0) if rules else 0.0
+        return tier + c.speech_s - self.steadiness_weight * c.spread_db - 0.5 * c.shortened
 
     def rerank(
         self, x: np.ndarray, rate: int, found: list[Candidate], segments: np.ndarray, x16: np.ndarray | None = None
@@ -274,11 +300,13 @@ class Window:
             "max_s": self.max_s,
             "max_pause_s": self.max_pause_s,
             "merge_gap_s": self.merge_gap_s,
+            "strict_gap_s": self.strict_gap_s,
             "edge_s": self.edge_s,
         }
         plain = candidates(segs, levels, duration, shorten_to_s=None, **kw)
         best = self.rerank(x, rate, plain, segs, x16)
-        if (best is None or not self.meets_rules(best.speech_s, best.longest_run_s)) and self.shorten_pauses:
+        qualified = best is not None and self.meets_rules(best.speech_s, best.longest_run_s, best.strict_run_s)
+        if not qualified and self.shorten_pauses:
             short = candidates(segs, levels, duration, shorten_to_s=self.pause_to_s, **kw)
             alt = self.rerank(x, rate, short, segs, x16)
             if alt is not None and (best is None or self.score(alt) > self.score(best)):
@@ -328,6 +356,8 @@ class Window:
                 f"only {report.speech_s:.1f} s of speech found; more than {self.min_input_speech_s:g} s needed",
                 hint="no usable voice: record 20-30 s of one person reading aloud, without music or noise",
                 metrics={**clip.metrics, **found},
+                speech=SpeechMap(segments=report.segments + clip.offset_s, runs=report.runs + clip.offset_s,
+                                 duration_s=report.duration_s),
             )
         best = self.choose(x, clip.sample_rate, report.segments, x16)
         if best is None:  # pragma: no cover - speech_s > 10 implies segments
@@ -350,6 +380,7 @@ class Window:
             score=round(self.score(best), 3),
             speech_s=round(best.speech_s, 3),
             longest_run_s=round(best.longest_run_s, 3),
+            strict_run_s=round(best.strict_run_s, 3),
             longest_pause_s=round(best.longest_pause_s, 3),
             level_spread_db=round(best.spread_db, 2),
             pauses_shortened=best.shortened,

@@ -9,8 +9,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
+from hypothesis import HealthCheck
+from hypothesis import settings as hypothesis_settings
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
+
+# Hypothesis fails an example that runs past a deadline and a test whose inputs are slow to
+# generate: on a shared machine both measure the load, not the code. Every property test gets
+# neither (a test's own @settings still sets the rest).
+hypothesis_settings.register_profile("voiceprep", deadline=None, suppress_health_check=[HealthCheck.too_slow])
+hypothesis_settings.load_profile("voiceprep")
 
 
 def load(name: str) -> tuple[np.ndarray, int]:
@@ -63,8 +71,10 @@ def make_wav(tmp_path: Path) -> Callable[..., Path]:
 
 
 # ---- emulator fixtures (issue 6: local voice-cloning service) -------------------------------
-# `emulator`: a fresh emulator on 127.0.0.1 (free port), data in tmp_path, DEPLOYING lasts 0.05 s,
-# rate limit off; `.base_http_url`, `.base_ws_url`, `.api_key`, `.env()`, `.configure(**settings)`.
+# `emulator`: a fresh emulator on 127.0.0.1 (free port), data in tmp_path, rate limit off, its time
+# a ManualClock that moves only when a test calls `.clock.advance(s)` (or hands `.clock.advance` to a
+# client as its sleep): DEPLOYING lasts DEPLOY_S of that clock, so no outcome depends on how fast the
+# machine is; `.base_http_url`, `.base_ws_url`, `.api_key`, `.env()`, `.configure(**settings)`.
 # `file_server`: a loopback HTTP server over a copy of fixtures/ (the emulator fetches only
 # loopback URLs); `.url(name)`, `.dir` (write more files there), `.add(name, data)`.
 from collections.abc import Iterator  # noqa: E402
@@ -115,13 +125,27 @@ def file_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LoopbackFi
     server.close()
 
 
+DEPLOY_S = 10.0  # how long DEPLOYING lasts on the emulator's clock (the real service took about 10.6 s)
+
+
 @pytest.fixture
 def emulator(tmp_path: Path) -> Iterator[Any]:
+    from pipeline.emulator.clock import ManualClock
     from pipeline.emulator.server import start_in_thread
 
-    handle = start_in_thread(tmp_path / "emulator", deploy_delay_s=0.05, rate_limit_rps=None)
+    handle = start_in_thread(tmp_path / "emulator", clock=ManualClock(), deploy_delay_s=DEPLOY_S, rate_limit_rps=None)
     yield handle
     handle.stop()
 
 
 # ---- end emulator fixtures -------------------------------------------------------------------
+
+
+# ---- report page fixtures (issue 15: the HTML report) ---------------------------------------
+# `report_takes`: a real batch through `run` (with plot data, tests/report_lines.py) and three of
+# its inputs through `check`: {"root", "lines", "check", "config"}; built once per session.
+@pytest.fixture(scope="session")
+def report_takes(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    import report_lines
+
+    return report_lines.real_batch(tmp_path_factory.mktemp("report_takes"))

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import select
 import shutil
 import signal
 import stat
@@ -173,11 +175,69 @@ def _die_on_three(k: int) -> int:
     return k * 10
 
 
-def _spawn_run(src: Path, out: Path, rep: Path) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "pipeline", "run", str(src), "--out", str(out), "--report", str(rep), "--jobs", "2", "-q"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True,
-    )
+GATE = Path(__file__).resolve().parent / "batch_gate.py"
+HANG_GUARD_S = 120.0  # reached only when something is broken
+
+
+class Gates:
+    """A real `voiceprep run --jobs 2` (its own process group) whose workers tell the test each input
+    they take (pid and name, in ``taken``) and hold the inputs named in ``held`` until ``release``:
+    a signal then lands at a known point of the batch, never after a guessed delay."""
+
+    def __init__(self, src: Path, out: Path, rep: Path, held: tuple[str, ...] = ()) -> None:
+        self.told, told_w = os.pipe()
+        self.holds = {name: os.pipe() for name in held}
+        gates = [f"{name}={r}" for name, (r, _) in self.holds.items()]
+        run = ["run", str(src), "--out", str(out), "--report", str(rep), "--jobs", "2", "-q"]
+        self.proc = subprocess.Popen(
+            [sys.executable, str(GATE), str(told_w), *gates, "--", *run],
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True,
+            pass_fds=(told_w, *(r for r, _ in self.holds.values())),
+        )
+        os.close(told_w)
+        for r, _ in self.holds.values():
+            os.close(r)
+        self.taken: list[tuple[int, str]] = []
+        self._rest = b""
+
+    def __enter__(self) -> Gates:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+        for _, w in self.holds.values():
+            with contextlib.suppress(OSError):
+                os.close(w)
+        os.close(self.told)
+
+    def _read(self) -> bool:
+        """Take in what the workers told; False at the end (every worker and the run gone)."""
+        ready, _, _ = select.select([self.told], [], [], HANG_GUARD_S)
+        assert ready, "the batch went silent past the hang guard"
+        chunk = os.read(self.told, 4096)
+        *lines, self._rest = (self._rest + chunk).split(b"\n")
+        self.taken += [(int(pid), name.decode()) for pid, name in (line.split(b" ", 1) for line in lines)]
+        return bool(chunk)
+
+    def taker(self, name: str) -> int:
+        """The pid of the worker that took ``name``, once one has."""
+        while True:
+            pid = next((p for p, n in self.taken if n == name), None)
+            if pid is not None:
+                return pid
+            assert self._read(), f"the batch ended without taking {name}"
+
+    def release(self, name: str) -> None:
+        os.close(self.holds[name][1])
+
+    def finish(self) -> str:
+        """Wait for the run's end; its stderr."""
+        _, err = self.proc.communicate(timeout=HANG_GUARD_S)
+        while self._read():
+            pass
+        return err.decode()
 
 
 def _many(tmp_path: Path, n: int) -> Path:
@@ -189,10 +249,11 @@ def _many(tmp_path: Path, n: int) -> Path:
 
 
 def _wait_for_outputs(out: Path, proc: subprocess.Popen[bytes], at_least: int = 1) -> None:
-    for _ in range(600):
-        if len(list(out.rglob("*.wav"))) >= at_least or proc.poll() is not None:
-            return
-        time.sleep(0.1)
+    """Until ``at_least`` outputs are written (polled: a hang guard, the batch cannot end meanwhile)."""
+    deadline = time.monotonic() + HANG_GUARD_S
+    while len(list(out.rglob("*.wav"))) < at_least:
+        assert proc.poll() is None and time.monotonic() < deadline, "the batch wrote no output"
+        time.sleep(0.05)
 
 
 def _no_partial_files(out: Path) -> None:
@@ -201,78 +262,102 @@ def _no_partial_files(out: Path) -> None:
 
 def test_ctrl_c_stops_the_batch_leaving_nothing_partial(tmp_path: Path):
     src, out, rep = _many(tmp_path, 12), tmp_path / "out", tmp_path / "r.jsonl"
-    proc = _spawn_run(src, out, rep)
-    _wait_for_outputs(out, proc)
-    os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C reaches the whole process group
-    _, err = proc.communicate(timeout=60)
-    assert proc.returncode == 130, err
+    with Gates(src, out, rep, held=("t01.wav",)) as run:
+        run.taker("t01.wav")  # held by its worker: the batch cannot end before the signal
+        _wait_for_outputs(out, run.proc)
+        os.killpg(run.proc.pid, signal.SIGINT)  # Ctrl-C reaches the whole process group
+        err = run.finish()
+    assert run.proc.returncode == 130, err
     _no_partial_files(out)
     lines = _report(rep)
-    assert len(lines) == len({d["input"] for d in lines}) < 12  # consistent: one line per finished input
+    names = [Path(d["input"]).name for d in lines]
+    assert len(names) == len(set(names)) and "t01.wav" not in names  # one line per finished input
+    assert not (out / "t01.wav").exists()
     for d in lines:
         if d["status"] == "ok":
             assert sf.info(d["output"]).frames > 0
 
 
 def test_killed_batch_finishes_on_the_next_run(tmp_path: Path):
-    src, out, rep = _many(tmp_path, 12), tmp_path / "out", tmp_path / "r.jsonl"
-    proc = _spawn_run(src, out, rep)
-    _wait_for_outputs(out, proc, at_least=2)
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait(timeout=60)
+    src, out, rep = _many(tmp_path, 6), tmp_path / "out", tmp_path / "r.jsonl"
+    with Gates(src, out, rep, held=("t01.wav",)) as run:
+        run.taker("t01.wav")  # the batch cannot end before the kill
+        _wait_for_outputs(out, run.proc, at_least=2)
+        os.killpg(run.proc.pid, signal.SIGKILL)
+        run.proc.wait(timeout=HANG_GUARD_S)
     assert main(["run", str(src), "--out", str(out), "--report", str(rep), "-q", "--jobs", "2"]) == 0
     lines = _report(rep)
-    assert sorted(Path(d["input"]).name for d in lines) == [f"t{k:02d}.wav" for k in range(12)]
+    assert sorted(Path(d["input"]).name for d in lines) == [f"t{k:02d}.wav" for k in range(6)]
     assert all(d["status"] == "ok" for d in lines)
+    assert sum(not d["skipped"] for d in lines) >= 1  # the held input at least was done by this run
     for p in out.rglob("*.wav"):
         y, sr = sf.read(p)
         assert 10.0 <= len(y) / sr <= 20.0
     _no_partial_files(out)
 
 
+WORKERS_PARENT = """
+import os, signal, sys, threading
+from pipeline.executors import LocalPool
+told = int(sys.argv[1])
+def held(k):
+    os.write(told, f"{os.getpid()}\\n".encode())
+    signal.pause()
+pool = LocalPool(2)
+it = pool.map(held, ((k, k) for k in range(4)), lambda k, t, w: None)
+threading.Thread(target=lambda: list(it), daemon=True).start()
+signal.pause()
+"""
+
+
 def test_workers_die_with_their_parent(tmp_path: Path):
-    script = tmp_path / "parent.py"
-    script.write_text(
-        "import sys, time\n"
-        "from pipeline.executors import LocalPool\n"
-        "def slow(k):\n    time.sleep(300)\n"
-        "pool = LocalPool(2)\n"
-        "it = pool.map(slow, ((k, k) for k in range(4)), lambda k, t, w: None)\n"
-        "import threading; threading.Thread(target=lambda: list(it), daemon=True).start()\n"
-        "time.sleep(300)\n"
-    )
-    proc = subprocess.Popen([sys.executable, str(script)], cwd=Path(__file__).resolve().parent.parent)
-    children: list[int] = []
-    for _ in range(300):
-        children = _children(proc.pid)
-        if len(children) >= 2:
-            break
-        time.sleep(0.1)
-    assert len(children) >= 2
-    proc.kill()
-    proc.wait()
-    for _ in range(300):
-        if not any(Path(f"/proc/{pid}").exists() and "Z" not in _state(pid) for pid in children):
-            break
-        time.sleep(0.1)
-    assert not any(Path(f"/proc/{pid}").exists() and "Z" not in _state(pid) for pid in children)
-
-
-def _children(pid: int) -> list[int]:
-    out = []
-    for p in Path("/proc").iterdir():
-        if p.name.isdigit():
-            try:
-                fields = (p / "stat").read_text().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            if int(fields[1]) == pid:
-                out.append(int(p.name))
-    return out
-
-
-def _state(pid: int) -> str:
+    told, told_w = os.pipe()
+    proc = subprocess.Popen([sys.executable, "-c", WORKERS_PARENT, str(told_w)], pass_fds=(told_w,),
+                            cwd=Path(__file__).resolve().parent.parent)
+    os.close(told_w)
+    handles: list[int] = []
     try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return "Z"
+        said = b""
+        while said.count(b"\n") < 2:  # both workers are at work
+            ready, _, _ = select.select([told], [], [], HANG_GUARD_S)
+            assert ready, "the workers did not start"
+            chunk = os.read(told, 64)
+            assert chunk, "the parent ended before its workers started"
+            said += chunk
+        handles = [os.pidfd_open(int(pid)) for pid in said.split()]  # readable once that process has ended
+        proc.kill()
+        proc.wait()
+        for fd in handles:
+            ready, _, _ = select.select([fd], [], [], HANG_GUARD_S)
+            assert ready, "a worker outlived its parent"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        for fd in handles:  # a worker that outlived its parent is ended here
+            with contextlib.suppress(OSError):
+                signal.pidfd_send_signal(fd, signal.SIGKILL)
+            os.close(fd)
+        os.close(told)
+
+
+def test_a_worker_killed_mid_batch_costs_only_its_file(tmp_path: Path):
+    """SIGKILL one worker of a real `voiceprep run --jobs 2` while it works: that file is reported
+    as lost, every other input completes, and a fresh worker keeps the pool at full width."""
+    src, out, rep = _many(tmp_path, 6), tmp_path / "out", tmp_path / "r.jsonl"
+    with Gates(src, out, rep, held=("t03.wav", "t04.wav")) as run:
+        victim = run.taker("t03.wav")
+        other = run.taker("t04.wav")  # both workers held: nothing else is running
+        os.kill(victim, signal.SIGKILL)
+        fresh = run.taker("t05.wav")  # the other worker still holds t04: only a new one can take t05
+        run.release("t04.wav")
+        err = run.finish()
+    assert run.proc.returncode == 1, err
+    assert fresh not in (victim, other) and {pid for pid, _ in run.taken} == {victim, other, fresh}
+    lines = _report(rep)
+    assert sorted(Path(d["input"]).name for d in lines) == [f"t{k:02d}.wav" for k in range(6)]
+    (lost,) = [d for d in lines if d["status"] != "ok"]
+    assert Path(lost["input"]).name == "t03.wav" and not (out / "t03.wav").exists()
+    assert lost["code"] == "voiceprep.UnexpectedError" and "died" in lost["message"]
+    assert sorted(p.name for p in out.rglob("*.wav")) == [f"t{k:02d}.wav" for k in range(6) if k != 3]
+    _no_partial_files(out)

@@ -39,9 +39,13 @@ def test_check_folder_json_lines(tmp_path: Path, capsys):
     assert {"speech_s", "longest_speech_s", "longest_pause_s", "duration_s", "size_bytes"} <= set(rec["metrics"])
 
 
-def test_check_missing_path_is_usage_error(capsys):
-    assert main(["check", "/nonexistent/take.wav"]) == 2
-    assert "no such file" in capsys.readouterr().err
+def test_check_missing_path_is_that_files_refusal(capsys):
+    """A missing path is refused like a bad file (issue 16): the other files are still judged."""
+    good = str(FIX / "speech_librivox_16k.wav")
+    assert main(["check", "-v", "/nonexistent/take.wav", good]) == 1
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == "/nonexistent/take.wav: Audio.DecoderError: no such file (check the path)"
+    assert out[1] == f"{good}: ok"
 
 
 def test_check_broken_file_is_decoder_error_not_traceback(tmp_path: Path, capsys):
@@ -102,22 +106,40 @@ def test_console_script_exit_codes_and_piped_output(tmp_path: Path):
     assert rows[0]["code"] == "Audio.AudioSilentError" and rows[1]["metrics"]["speech_s"] > 10
     good = subprocess.run([*run, str(FIX / "speech_librivox_16k.wav")], capture_output=True, text=True)
     assert good.returncode == 0 and len(good.stdout.splitlines()) == 1
-    usage = subprocess.run([sys.executable, "-m", "pipeline", "check", str(tmp_path / "nope.wav")],
-                           capture_output=True, text=True)
-    assert usage.returncode == 2 and "no such file" in usage.stderr
+    missing = subprocess.run([sys.executable, "-m", "pipeline", "check", str(tmp_path / "nope.wav")],
+                             capture_output=True, text=True)
+    assert missing.returncode == 1 and "Audio.DecoderError: no such file" in missing.stdout
 
 
-def test_closed_pipe_stops_quietly():
-    """`voiceprep check --json DIR | head -1`: when the reader goes away, no traceback."""
+def test_closed_pipe_stops_quietly(tmp_path: Path):
+    """`voiceprep check --json DIR | head -1`: when the reader goes away, no traceback, exit 141.
+    The pipe holds one page and the lines after the first hold more than that (each names its
+    long path), so once the first line is read and the pipe closed, `check` must still write
+    into the closed pipe, however fast or slow it runs."""
+    import fcntl
+    import os
     import subprocess
     import sys
 
-    proc = subprocess.Popen([sys.executable, "-m", "pipeline", "check", "--json", str(FIX)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    assert proc.stdout is not None and proc.stderr is not None
-    first = proc.stdout.readline()
-    assert json.loads(first)["path"].startswith(str(FIX))
-    proc.stdout.close()
+    folder = tmp_path / ("d" * 200)
+    folder.mkdir()
+    names = [f"{'t' * 150}{k:03d}.wav" for k in range(40)]
+    for name in names:
+        (folder / name).write_bytes(b"not audio " * 10)  # a verdict at once: no decoding
+    read_end, write_end = os.pipe()
+    capacity = fcntl.fcntl(write_end, fcntl.F_SETPIPE_SZ, 4096)
+    assert sum(len(str(folder / n)) for n in names[1:]) > capacity  # what is left cannot all fit
+    proc = subprocess.Popen([sys.executable, "-m", "pipeline", "check", "--json", str(folder)],
+                            stdout=write_end, stderr=subprocess.PIPE)
+    os.close(write_end)
+    assert proc.stderr is not None
+    first = b""
+    while not first.endswith(b"\n"):  # byte by byte: nothing past the first line is taken out
+        byte = os.read(read_end, 1)
+        assert byte, "check ended before its first line"
+        first += byte
+    os.close(read_end)
+    assert json.loads(first)["path"] == str(folder / names[0])
     err = proc.stderr.read().decode()
     proc.stderr.close()
     assert proc.wait(timeout=120) == 141
@@ -153,3 +175,20 @@ def test_console_script_runs_numpy_on_one_blas_thread():
     assert threads("console") == (1, "1")
     assert threads("library")[0] > 1  # a plain import leaves the library's default alone
     assert threads("console", OPENBLAS_NUM_THREADS="2") == (2, "2")
+
+
+def test_pre_commit_hook_takes_every_suffix_check_reads_in_any_case():
+    import re
+
+    import yaml
+
+    from pipeline.plan import AUDIO_SUFFIXES
+
+    hook = yaml.safe_load((Path(__file__).resolve().parent.parent / ".pre-commit-hooks.yaml").read_text())[0]
+    pattern = re.compile(hook["files"])
+    for suffix in AUDIO_SUFFIXES:
+        for name in (f"take{suffix}", f"TAKE{suffix.upper()}", f"dir/Take{suffix.title()}"):
+            assert pattern.search(name), name
+    for name in ("notes.txt", "take.wav.txt", "wav"):
+        assert not pattern.search(name), name
+    assert hook["entry"] == "voiceprep check"

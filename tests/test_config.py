@@ -70,7 +70,7 @@ def test_unknown_option_lists_valid_ones(tmp_path: Path):
         ("run:\n  - encode: {dither: 1}\n", "expected true or false"),
         ("run:\n  - resample: {target_hz: 24000.5}\n", "expected an integer"),
         ("run:\n  - channel: {policy: left}\n", "is not one of"),
-        ("run:\n  - loudness: {target_lufs: 0}\n", "target_lufs must be between"),
+        ("run:\n  - loudness: {target_lufs: 0}\n", "out of range; valid: -40 to -5"),
         ("runn: []\n", "unknown key 'runn'"),
         ("run: loudness\n", "expected a list"),
         ("- just a list\n", "top level must be a mapping"),
@@ -92,9 +92,9 @@ def test_cli_config_error_is_exit_2_one_line(tmp_path: Path, capsys):
 
 
 def test_int_is_accepted_for_float_and_null_options(tmp_path: Path):
-    cfg = _load_text(tmp_path, "run:\n  - window\n  - loudness: {target_lufs: -18}\n  - edges:\n  - encode\n")
+    cfg = _load_text(tmp_path, "run:\n  - window\n  - loudness: {target_lufs: -18}\n  - edges:\n  - encode\n  - validate\n")
     assert cfg.run.stages[1].target_lufs == -18.0
-    assert cfg.run.names() == ["window", "loudness", "edges", "encode"]
+    assert cfg.run.names() == ["window", "loudness", "edges", "encode", "validate"]
 
 
 def test_check_builds_only_its_chain_and_run_fails_on_first_use(tmp_path: Path, capsys):
@@ -154,3 +154,49 @@ def test_a_stale_frozen_copy_is_ignored(tmp_path: Path, monkeypatch):
 def yaml_names(chain: str) -> list[str]:
     data = yaml.safe_load(config.default_config_path().read_text(encoding="utf-8"))
     return [next(iter(item)) if isinstance(item, dict) else item for item in data[chain]]
+
+
+@pytest.mark.parametrize(
+    ("text", "line", "needle"),
+    [
+        ("run:\n  - channel\n  - loudness: {target_lufs: -99}\n  - encode\n  - validate\n", 3, "target_lufs"),
+        ("check:\n  - validate: {min_speech_s: .nan}\n", 2, "finite"),
+        ("check:\n  - validate: {max_duration_s: .inf}\n", 2, "finite"),
+        ("check:\n  - validate:\n      min_speech_s: -5\n", 3, "min_speech_s"),
+        ("check:\n  - quality\n", 2, "service's rules"),
+        ("run:\n  - window\n  - encode\n  - edges\n  - validate\n", 4, "edges"),
+        ("run:\n  - channel\n  - validate\n  - encode\n", 2, "after `encode`"),
+        ("check: []\n", 1, "empty"),
+        ("check: [validate\n", 2, "not valid YAML"),
+        ("run:\n  - edges: {target_s: 100000000}\n", 2, "target_s"),
+    ],
+)
+def test_values_that_would_switch_a_rule_off_are_config_errors_with_a_position(tmp_path: Path, capsys, text, line, needle):
+    p = tmp_path / "p.yaml"
+    p.write_text(text)
+    assert main(["run", str(ROOT / "fixtures" / "speech_librivox_16k.wav"), "--config", str(p), "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and needle in err[0], err
+    assert f"{p}:{line}:" in err[0], err
+    assert not (tmp_path / "o").exists()
+
+
+def test_missing_sections_fall_back_to_the_bundled_default(tmp_path: Path):
+    import numpy as np
+    import soundfile as sf
+
+    silent = tmp_path / "silent.wav"
+    sf.write(silent, np.zeros(16000 * 20, np.float32), 16000, subtype="PCM_16")
+    for text in ("", "enroll: {prefix: abc}\n", "check:\n", "run: null\n"):
+        p = tmp_path / "p.yaml"
+        p.write_text(text)
+        cfg = config.load(p)
+        assert cfg.check.names() == config.load().check.names() and cfg.run.names() == config.load().run.names()
+        assert main(["check", "--config", str(p), str(silent)]) == 1  # the rules still apply
+
+
+def test_a_number_with_thousands_of_digits_is_a_config_error(tmp_path: Path, capsys):
+    p = tmp_path / "p.yaml"
+    p.write_text("check:\n  - validate: {max_duration_s: " + "9" * 5000 + "}\n")
+    assert main(["check", "--config", str(p), str(ROOT / "fixtures" / "speech_librivox_16k.wav")]) == 2
+    assert "not valid YAML" in capsys.readouterr().err

@@ -1,5 +1,5 @@
-"""pipeline.dsp (numpy filtering) against the references it replaces at run time: scipy.signal,
-scipy.ndimage and pyloudnorm, on real speech and on noise."""
+"""pipeline.dsp (numpy filtering) against the references it replaces at run time: scipy.signal
+and scipy.ndimage, on real speech and on noise."""
 
 from __future__ import annotations
 
@@ -8,7 +8,6 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import pyloudnorm
 import pytest
 import scipy.ndimage as ndi
 import scipy.signal as ss
@@ -17,7 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pipeline import dsp
-from pipeline.measures.loudness import K_WEIGHTING
+from pipeline.measures.loudness import k_weighting
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -29,7 +28,7 @@ def _families(rate: int) -> dict[str, np.ndarray]:
         "butter2": dsp.butter_highpass(2, 70.0, rate),
         "butter5": dsp.butter_highpass(5, 60.0, rate),
         "notches": np.stack([dsp.notch(f, 30.0, rate) for f in (50.0, 100.0, 150.0, 200.0)]),
-        "k_weighting": np.stack([dsp.rbj_biquad(kind, fc, q, g, rate) for kind, fc, q, g in K_WEIGHTING]),
+        "k_weighting": k_weighting(rate),
     }
 
 
@@ -45,14 +44,11 @@ def test_butterworth_high_pass_has_scipys_response(rate: int, order: int):
         assert len(ours) == len(ref)
 
 
-def test_notch_and_k_weighting_coefficients_are_the_references():
+def test_notch_coefficients_are_scipys():
     for rate in (16000, 24000, 48000):
         for f in (50.0, 60.0, 180.0):
             b, a = ss.iirnotch(f, 30.0, fs=rate)
             np.testing.assert_allclose(dsp.notch(f, 30.0, rate), np.concatenate([b, a]), atol=1e-15)
-        meter = pyloudnorm.Meter(rate)
-        for (_, stage), ours in zip(meter._filters.items(), _families(rate)["k_weighting"]):
-            np.testing.assert_allclose(ours, np.concatenate([stage.b, stage.a]), rtol=1e-12, atol=1e-15)
 
 
 @pytest.mark.parametrize("family", ["butter2", "butter5", "notches", "k_weighting"])
@@ -98,8 +94,9 @@ def test_sosfilt_matches_scipy_at_every_length(n: int, family: str, rate: int, s
     zi = rng.standard_normal((len(sos), 2))
     y, zf = dsp.sosfilt(sos, x, zi)
     y_ref, zf_ref = ss.sosfilt(sos, x, zi=zi)
-    np.testing.assert_allclose(y, y_ref, rtol=0, atol=1e-8)
-    np.testing.assert_allclose(zf, zf_ref, rtol=0, atol=1e-8)
+    scale = max(np.max(np.abs(x)), np.max(np.abs(y_ref)))  # the signal's peak, in or out (random states ring)
+    assert np.max(np.abs(y - y_ref)) < 1e-9 * scale
+    assert np.max(np.abs(zf - zf_ref)) < 1e-9 * scale
 
 
 @pytest.mark.parametrize("family", ["butter2", "butter5", "notches", "k_weighting"])

@@ -22,6 +22,7 @@ import soundfile as sf
 
 from pipeline.cli import build_parser, main
 from pipeline.emulator.cli import load_judge
+from pipeline.emulator.clock import ManualClock
 from pipeline.emulator.faults import Faults
 from pipeline.emulator.fetch import LoopbackResolver, is_loopback_host
 from pipeline.emulator.protocol import CUSTOMIZATION_PATH, Refusal, status_for
@@ -54,13 +55,20 @@ class Api:
     def query(self, voice_id: str) -> httpx.Response:
         return self.post({"action": "query_voice", "voice_id": voice_id})
 
+    def status(self, voice_id: str) -> str:
+        return str(assert_ok(self.query(voice_id))["status"])
+
     def wait(self, voice_id: str) -> str:
-        for _ in range(500):
-            status = self.query(voice_id).json()["output"]["status"]
-            if status != "DEPLOYING":
-                return str(status)
-            time.sleep(0.01)
-        raise AssertionError("voice still DEPLOYING")
+        """The voice's status once its review is over: DEPLOYING until the emulator's clock has moved
+        by the whole deploy delay, settled from then on."""
+        delay = self.handle.emulator.settings.deploy_delay_s
+        assert self.status(voice_id) == "DEPLOYING"
+        self.handle.clock.advance(delay * 0.99)
+        assert self.status(voice_id) == "DEPLOYING"
+        self.handle.clock.advance(delay * 0.01)
+        status = self.status(voice_id)
+        assert status != "DEPLOYING"
+        return status
 
 
 def assert_error(r: httpx.Response, status: int, code: str, message: str | None = None) -> None:
@@ -109,11 +117,17 @@ def test_create_judges_real_speech_then_deploys(api: Api, file_server: Any) -> N
 def test_deploying_lasts_the_configured_delay(api: Api, emulator: Any) -> None:
     emulator.configure(deploy_delay_s=3600.0, faults=ACCEPT_FAKE)
     vid = assert_ok(api.create(FAKE + "a.wav"))["voice_id"]
-    assert assert_ok(api.query(vid))["status"] == "DEPLOYING"
+    created = assert_ok(api.query(vid))
+    assert created["status"] == "DEPLOYING" and created["gmt_modified"] == created["gmt_create"]
     emulator.configure(deploy_delay_s=0.0)
     vid2 = assert_ok(api.create(FAKE + "b.wav"))["voice_id"]
-    assert assert_ok(api.query(vid2))["status"] == "OK"
-    assert assert_ok(api.query(vid))["status"] == "DEPLOYING"
+    assert api.status(vid2) == "OK"
+    emulator.clock.advance(3599.0)
+    assert api.status(vid) == "DEPLOYING"
+    emulator.clock.advance(1.0)
+    done = assert_ok(api.query(vid))
+    assert done["status"] == "OK" and done["gmt_create"] == created["gmt_create"]
+    assert done["gmt_modified"] == time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(emulator.clock.time()))
 
 
 def test_list_pages_and_prefix(api: Api, emulator: Any) -> None:
@@ -239,11 +253,20 @@ def test_default_quota_is_1000() -> None:
 
 
 def test_rate_limit_answers_429(api: Api, emulator: Any) -> None:
-    emulator.configure(rate_limit_rps=1e-6, rate_limit_burst=3)
+    emulator.configure(rate_limit_rps=2.0, rate_limit_burst=3)
     for _ in range(3):
         assert_ok(api.post({"action": "list_voice"}))
     assert_error(api.post({"action": "list_voice"}), 429, "Throttling.RateQuota",
                  "Requests rate limit exceeded, please try again later.")
+    emulator.clock.advance(0.25)  # half of the half second one token takes at 2 per second
+    assert api.post({"action": "list_voice"}).status_code == 429
+    emulator.clock.advance(0.25)
+    assert_ok(api.post({"action": "list_voice"}))
+    assert api.post({"action": "list_voice"}).status_code == 429
+    emulator.clock.advance(10.0)  # refills up to the burst, no further
+    for _ in range(3):
+        assert_ok(api.post({"action": "list_voice"}))
+    assert api.post({"action": "list_voice"}).status_code == 429
     emulator.configure(rate_limit_rps=None)
     assert_ok(api.post({"action": "list_voice"}))
 
@@ -478,16 +501,25 @@ def test_upload_policy_rules(emulator: Any) -> None:
     assert r.status_code == 403 and "SignatureDoesNotMatch" in r.text
     r, _ = upload(policy, "b.wav", b"RIFF", key="dashscope-instant/elsewhere/b.wav")
     assert r.status_code == 403 and "AccessDenied" in r.text
-    emulator.configure(policy_expire_s=-1)
-    r, _ = upload(get_policy(emulator), "c.wav", b"RIFF")
+    emulator.clock.advance(299.0)  # the policy holds for expire_in_seconds (300), not a second more
+    r, _ = upload(policy, "c.wav", b"RIFF")
+    assert r.status_code == 200
+    emulator.clock.advance(1.0)
+    r, _ = upload(policy, "d.wav", b"RIFF")
     assert r.status_code == 403 and "Policy expired" in r.text
+    r, _ = upload(get_policy(emulator), "d.wav", b"RIFF")
+    assert r.status_code == 200
 
 
 def test_upload_expires_after_ttl(api: Api, emulator: Any) -> None:
-    emulator.configure(upload_ttl_s=-1.0)
-    r, oss = upload(get_policy(emulator), "sample.wav", b"RIFF")
+    wav = (Path(__file__).parent.parent / "fixtures" / "speech_librivox_16k.wav").read_bytes()
+    r, oss = upload(get_policy(emulator), "sample.wav", wav)
     assert r.status_code == 200
     resolve = {**api.headers, "X-DashScope-OssResourceResolve": "enable"}
+    ttl_s = emulator.emulator.settings.upload_ttl_s
+    emulator.clock.advance(ttl_s - 1.0)
+    assert_ok(api.create(oss, headers=resolve))
+    emulator.clock.advance(1.0)
     assert_error(api.create(oss, headers=resolve), 400, "BadRequest.InputDownloadFailed")
 
 
@@ -496,13 +528,16 @@ def test_upload_expires_after_ttl(api: Api, emulator: Any) -> None:
 
 def test_state_survives_a_restart(tmp_path: Path) -> None:
     data = tmp_path / "state"
-    with start_in_thread(data, deploy_delay_s=0.0, faults=ACCEPT_FAKE) as h:
+    clock = ManualClock()
+    with start_in_thread(data, clock=clock, deploy_delay_s=5.0, faults=ACCEPT_FAKE) as h:
         api = Api(h)
         vid = assert_ok(api.create(FAKE + "a.wav"))["voice_id"]
+        assert api.status(vid) == "DEPLOYING"
         policy = get_policy(h)
         r, oss = upload(policy, "kept.wav", (Path(__file__).parent.parent / "fixtures" / "speech_librivox_16k.wav").read_bytes())
         assert r.status_code == 200
-    with start_in_thread(data, deploy_delay_s=0.0) as h2:
+    clock.advance(5.0)  # the review ends while the emulator is down
+    with start_in_thread(data, clock=clock) as h2:
         api2 = Api(h2)
         assert assert_ok(api2.query(vid))["status"] == "OK"
         assert [v["voice_id"] for v in assert_ok(api2.post({"action": "list_voice"}))["voice_list"]] == [vid]
@@ -729,27 +764,66 @@ def test_run_and_check_need_no_aiohttp(tmp_path: Path) -> None:
 
 
 def test_synthesis_idle_timeout_and_dropped_connection(api: Api, emulator: Any) -> None:
+    """The idle timeout runs on the emulator's clock from the client's last message: a client silent
+    for a second less than it is still served, one silent for all of it gets its task failed."""
     import aiohttp
 
     vid = enrolled(api, emulator)
-    run = json.dumps({"header": {"action": "run-task", "task_id": "t", "streaming": "duplex"},
-                      "payload": {"model": "cosyvoice-v2", "input": {}, "parameters": {"voice": vid}}})
+    idle_s = emulator.emulator.settings.idle_timeout_s
+    headers = {"Authorization": f"Bearer {emulator.api_key}"}
 
-    async def scenario() -> list[Any]:
-        headers = {"Authorization": f"Bearer {emulator.api_key}"}
-        seen: list[Any] = []
-        async with aiohttp.ClientSession() as s, s.ws_connect(emulator.base_ws_url, headers=headers) as ws:
-            await ws.send_str(run)
-            async for m in ws:
-                seen.append(json.loads(m.data)["header"])
+    def msg(action: str, inp: dict[str, Any]) -> str:
+        payload: dict[str, Any] = {"model": "cosyvoice-v2", "input": inp}
+        if action == "run-task":
+            payload["parameters"] = {"voice": vid, "format": "pcm", "sample_rate": 16000}
+        return json.dumps({"header": {"action": action, "task_id": "t", "streaming": "duplex"}, "payload": payload})
+
+    async def events_until(ws: aiohttp.ClientWebSocketResponse, last: str) -> list[str]:
+        """The events (a result's type for result-generated, the message for task-failed) up to
+        ``last`` or a task-failed."""
+        seen: list[str] = []
+        async for m in ws:
+            if m.type == aiohttp.WSMsgType.TEXT:
+                data = json.loads(m.data)
+                seen.append(data["payload"].get("output", {}).get("type") or data["header"]["event"])
+                if seen[-1] == "task-failed":
+                    seen.append(data["header"]["error_message"])
+                    break
+                if seen[-1] == last:
+                    break
         return seen
 
-    emulator.configure(idle_timeout_s=0.05)
-    started, failed = asyncio.run(scenario())
-    assert started["event"] == "task-started"
-    assert failed["event"] == "task-failed" and "timeout" in failed["error_message"]
-    emulator.configure(idle_timeout_s=23.0, faults={"actions": {"synthesis": {"drop_rate": 1.0}}})
-    assert asyncio.run(scenario()) == []
+    async def scenario() -> list[list[str]]:
+        async with aiohttp.ClientSession() as s, s.ws_connect(emulator.base_ws_url, headers=headers) as ws:
+            await ws.send_str(msg("run-task", {}))
+            started = await events_until(ws, "task-started")  # answered: its arrival is stamped
+            emulator.clock.advance(idle_s - 1.0)
+            await ws.send_str(msg("continue-task", {"text": "Still here."}))
+            served = await events_until(ws, "sentence-end")
+            emulator.clock.advance(idle_s)
+            failed = await events_until(ws, "task-failed")
+            after = [str(m.type) async for m in ws]  # nothing more: the server closes
+            return [started, served, failed, after]
+
+    started, served, failed, after = asyncio.run(scenario())
+    assert started == ["task-started"]
+    assert served == ["sentence-begin", "sentence-synthesis", "sentence-end"]
+    assert failed == ["task-failed", "request timeout after 23 seconds."] and after == []
+
+    async def silent() -> list[Any]:
+        async with aiohttp.ClientSession() as s, s.ws_connect(emulator.base_ws_url, headers=headers) as ws:
+            emulator.clock.advance(idle_s)  # no task yet: closed without a word
+            return [m async for m in ws]
+
+    assert asyncio.run(silent()) == []
+
+    async def dropped() -> list[Any]:
+        async with aiohttp.ClientSession() as s, s.ws_connect(emulator.base_ws_url, headers=headers) as ws:
+            await ws.send_str(msg("run-task", {}))
+            return [m async for m in ws]
+
+    emulator.configure(faults={"actions": {"synthesis": {"drop_rate": 1.0}}})
+    assert asyncio.run(dropped()) == []
     with pytest.raises(SynthesisError) as exc:
         asyncio.run(synthesize("hi.", voice=vid, model="cosyvoice-v2", api_key=emulator.api_key, url=emulator.base_ws_url))
     assert exc.value.code == "ConnectionError"

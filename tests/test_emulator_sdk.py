@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 from typing import Any, cast
 
@@ -33,13 +32,17 @@ def query(service: VoiceEnrollmentService, voice_id: str) -> dict[str, Any]:
     return cast(dict[str, Any], service.query_voice(voice_id))  # the SDK annotates it List[str]
 
 
-def wait_ok(service: VoiceEnrollmentService, voice_id: str) -> str:
-    for _ in range(500):
-        status = query(service, voice_id)["status"]
-        if status != "DEPLOYING":
-            return str(status)
-        time.sleep(0.01)
-    raise AssertionError("voice still DEPLOYING")
+def wait_ok(emulator: Any, service: VoiceEnrollmentService, voice_id: str) -> str:
+    """The voice's status once its review is over: DEPLOYING until the emulator's clock has moved by
+    the whole deploy delay, settled from then on."""
+    delay = emulator.emulator.settings.deploy_delay_s
+    assert query(service, voice_id)["status"] == "DEPLOYING"
+    emulator.clock.advance(delay * 0.99)
+    assert query(service, voice_id)["status"] == "DEPLOYING"
+    emulator.clock.advance(delay * 0.01)
+    status = str(query(service, voice_id)["status"])
+    assert status != "DEPLOYING"
+    return status
 
 
 def refusal(exc: pytest.ExceptionInfo[VoiceEnrollmentException]) -> tuple[int, str, str]:
@@ -54,13 +57,13 @@ def test_enrollment_lifecycle(sdk: Any, file_server: Any) -> None:
     voice_id = service.create_voice(target_model="cosyvoice-v2", prefix="demo", url=url)
     assert voice_id.startswith("cosyvoice-v2-demo-")
     assert service.get_last_request_id()
-    assert wait_ok(service, voice_id) == "OK"
+    assert wait_ok(sdk, service, voice_id) == "OK"
     info = query(service, voice_id)
     assert info["resource_link"] == url and info["target_model"] == "cosyvoice-v2"
     voices = service.list_voices()
     assert [v["voice_id"] for v in voices] == [voice_id]
     service.update_voice(voice_id, file_server.url("speech_librivox_16k.wav"))
-    assert wait_ok(service, voice_id) == "OK"
+    assert wait_ok(sdk, service, voice_id) == "OK"
     service.delete_voice(voice_id)
     assert service.list_voices() == []
 
@@ -115,13 +118,13 @@ def test_upload_then_enroll_from_oss(sdk: Any) -> None:
     assert refusal(exc)[1] == "BadRequest.InputDownloadFailed"
     service = VoiceEnrollmentService(headers=RESOLVE)
     voice_id = service.create_voice("cosyvoice-v3.5-plus", "oss", oss_url, enable_preprocess=True)
-    assert wait_ok(service, voice_id) == "OK"
+    assert wait_ok(sdk, service, voice_id) == "OK"
 
 
 def test_synthesis_with_the_cloned_voice(sdk: Any, file_server: Any) -> None:
     service = VoiceEnrollmentService()
     voice_id = service.create_voice("cosyvoice-v2", "tts", file_server.url("speech_librivox_16k.wav"))
-    assert wait_ok(service, voice_id) == "OK"
+    assert wait_ok(sdk, service, voice_id) == "OK"
     pcm = SpeechSynthesizer(model="cosyvoice-v2", voice=voice_id, format=AudioFormat.PCM_22050HZ_MONO_16BIT).call(
         "Hello from the emulator. This is a cloned voice."
     )

@@ -65,6 +65,7 @@ def enroller(fake: FakeService, tmp_path: Path, **kw: Any) -> Enroller:
         transport=fake.transport(),
         sleep=clock.sleep,
         clock=clock,
+        wall_clock=clock,
         **kw,
     )
 
@@ -205,12 +206,25 @@ def test_transient_500_request_asr_failed_then_success(fake: FakeService, tmp_pa
     assert r.status == "ok" and len(fake.calls("create_voice")) == 3 and len(fake.voices) == 1
 
 
-def test_ambiguous_failures_exhausted_leave_a_pending_row_reconciled_next_run(
+def test_answered_5xx_exhausted_is_a_failed_row_and_the_next_run_creates_once(
     fake: FakeService, tmp_path: Path, files: list[Path]
 ) -> None:
+    # each 500 was the service's answer, reconciled before the next attempt: the outcome is known
     fake.script["create_voice"] = [error(500, "InternalError", "Internal server error!")] * 3
     (r,) = run(fake, tmp_path, files[:1])
     assert r.status == "rejected" and r.code == "InternalError" and r.hint
+    with Ledger(tmp_path / "ledger.sqlite") as ledger:
+        assert (ledger.rows()[0].status, ledger.rows()[0].error_code) == ("failed", "InternalError")
+    (r,) = run(fake, tmp_path, files[:1])
+    assert r.status == "ok" and len(fake.voices) == 1 and len(fake.calls("create_voice")) == 4
+
+
+def test_unanswered_creates_exhausted_leave_a_pending_row_reconciled_next_run(
+    fake: FakeService, tmp_path: Path, files: list[Path]
+) -> None:
+    fake.script["create_voice"] = [httpx.ReadTimeout("no answer")] * 3
+    (r,) = run(fake, tmp_path, files[:1])
+    assert r.status == "rejected" and r.code == "RequestTimeout"
     with Ledger(tmp_path / "ledger.sqlite") as ledger:
         assert ledger.rows()[0].status == "pending"
     (r,) = run(fake, tmp_path, files[:1])

@@ -11,9 +11,10 @@ from typing import Any
 import httpx
 import pytest
 import soundfile as sf
-from conftest import FIXTURES
+from conftest import DEPLOY_S, FIXTURES
 
 from pipeline.cli import main
+from pipeline.emulator.clock import ManualClock
 from pipeline.service import enroll as enroll_mod
 from pipeline.service.client import EnrollmentClient
 from pipeline.service.errors import ServiceError
@@ -26,6 +27,10 @@ MODEL = "cosyvoice-v2"
 
 
 def client_for(emulator: Any, **kw: Any) -> EnrollmentClient:
+    """The project's client on the emulator's clock: its waits move that clock (no real sleeping), so a
+    voice leaves DEPLOYING exactly when the client has waited the deploy delay."""
+    kw.setdefault("sleep", emulator.clock.advance)
+    kw.setdefault("clock", emulator.clock.monotonic)
     return EnrollmentClient(ServiceSettings.from_env(emulator.env()), **kw)
 
 
@@ -38,7 +43,10 @@ def variant(tmp_path: Path, gain: float, name: str | None = None) -> Path:
 
 
 def enroller_for(emulator: Any, tmp_path: Path, settings: dict[str, Any] | None = None, **kw: Any) -> enroll_mod.Enroller:
-    s = EnrollSettings.from_mapping({"target_model": MODEL, "poll_interval_s": 0.05, **(settings or {})})
+    """An Enroller on the emulator's clock (as ``client_for``); the ledger keeps the real wall clock."""
+    kw.setdefault("sleep", emulator.clock.advance)
+    kw.setdefault("clock", emulator.clock.monotonic)
+    s = EnrollSettings.from_mapping({"target_model": MODEL, "poll_interval_s": 1.0, **(settings or {})})
     return enroll_mod.make_enroller(s, prefix=kw.pop("prefix", "e2e"), ledger=tmp_path / "ledger.sqlite",
                                     service=ServiceSettings.from_env(emulator.env()), **kw)
 
@@ -47,7 +55,9 @@ def test_client_operations_against_the_emulator(emulator: Any, file_server: Any)
     with client_for(emulator) as c:
         vid = c.create_voice(MODEL, "e2e", file_server.url(SPEECH))
         assert vid.startswith(f"{MODEL}-e2e-")
+        created = emulator.clock.time()
         assert c.wait_until_ready(vid, poll_interval_s=0.05)["status"] == "OK"
+        assert emulator.clock.time() - created >= DEPLOY_S  # polled through DEPLOYING on the emulator's clock
         assert [v["voice_id"] for v in c.list_voices(prefix="e2e")] == [vid]
         info = c.query_voice(vid)
         assert (info["resource_link"], info["target_model"]) == (file_server.url(SPEECH), MODEL)
@@ -144,37 +154,25 @@ def test_public_base_url(emulator: Any, tmp_path: Path, file_server: Any) -> Non
         assert c.query_voice(str(r.voice_id))["resource_link"] == file_server.url(SPEECH)
 
 
-class FakeClock:
-    """Time that passes only when slept through (or when a request times out)."""
-
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
-
-    def sleep(self, s: float) -> None:
-        self.now += s
-
-
 class SlowCreates(httpx.BaseTransport):
-    """Forwards every request to the emulator, except that create_voice takes ``create_s`` on the fake
-    clock: the client's read timeout (its own setting) passes first and it gets a ReadTimeout, and the
-    emulator carries the create out once the clock has passed its end. No wall-clock race: the order of
-    events depends on the fake clock alone."""
+    """Forwards every request to the emulator, except that create_voice takes ``create_s`` on the
+    emulator's clock: the client's read timeout (its own setting) passes first and it gets a
+    ReadTimeout, and the emulator carries the create out once the clock has passed its end. No
+    wall-clock race: the order of events depends on the emulator's clock alone, which moves only
+    when the client waits or a request times out."""
 
-    def __init__(self, clock: FakeClock, create_s: float) -> None:
+    def __init__(self, clock: ManualClock, create_s: float) -> None:
         self.inner = httpx.HTTPTransport()
         self.clock, self.create_s = clock, create_s
         self.running: list[tuple[float, httpx.Request]] = []
         self.creates = 0
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
-        self.finish_due(self.clock())
+        self.finish_due(self.clock.time())
         if request.url.path.endswith("/customization") and b'"create_voice"' in request.content:
             self.creates += 1
-            self.running.append((self.clock() + self.create_s, request))
-            self.clock.now += float(request.extensions["timeout"]["read"])
+            self.running.append((self.clock.time() + self.create_s, request))
+            self.clock.advance(float(request.extensions["timeout"]["read"]))
             raise httpx.ReadTimeout("timed out", request=request)
         return self.inner.handle_request(request)
 
@@ -192,12 +190,9 @@ class SlowCreates(httpx.BaseTransport):
 def test_a_create_slower_than_the_request_timeout_makes_one_voice_per_clip(emulator: Any, tmp_path: Path) -> None:
     # issue 16: request_timeout_s 3 and reconcile_delay_s 1 against a service that takes 5 s to create,
     # 5 clips: each create times out, the voice is found by polling the list, none is created twice
-    emulator.configure(deploy_delay_s=0.0)
-    clock = FakeClock()
-    slow = SlowCreates(clock, create_s=5.0)
+    slow = SlowCreates(emulator.clock, create_s=5.0)
     files = [variant(tmp_path, g) for g in (0.95, 0.85, 0.75, 0.65, 0.55)]
-    e = enroller_for(emulator, tmp_path, {"request_timeout_s": 3, "reconcile_delay_s": 1}, transport=slow,
-                     sleep=clock.sleep, clock=clock)
+    e = enroller_for(emulator, tmp_path, {"request_timeout_s": 3, "reconcile_delay_s": 1}, transport=slow)
     try:
         results = e.enroll_files(files)
     finally:
@@ -215,11 +210,10 @@ def test_a_create_slower_than_the_request_timeout_makes_one_voice_per_clip(emula
 
 def test_dropped_connections_on_create_never_duplicate(emulator: Any, tmp_path: Path) -> None:
     # the emulator drops the connection before creating: the list is polled until reconcile_timeout_s
-    # passes on the fake clock, then the clip is created again
-    emulator.configure(faults={"seed": 3, "actions": {"create_voice": {"drop_rate": 0.5}}}, deploy_delay_s=0.0)
+    # passes on the emulator's clock, then the clip is created again
+    emulator.configure(faults={"seed": 3, "actions": {"create_voice": {"drop_rate": 0.5}}})
     files = [variant(tmp_path, g) for g in (0.95, 0.85, 0.75, 0.65)]
-    clock = FakeClock()
-    e = enroller_for(emulator, tmp_path, {"create_attempts": 6}, sleep=clock.sleep, clock=clock)
+    e = enroller_for(emulator, tmp_path, {"create_attempts": 6})
     try:
         results = e.enroll_files(files)
     finally:
@@ -247,6 +241,9 @@ def test_quota_counted_against_the_emulator(emulator: Any, tmp_path: Path, file_
 
 @pytest.fixture
 def service_env(emulator: Any, monkeypatch: pytest.MonkeyPatch) -> Any:
+    """The emulator in the environment, for the CLI. The CLI's client sleeps for real and its clock
+    cannot be handed in, so voices are ready at their first query (DEPLOYING lasts no time)."""
+    emulator.configure(deploy_delay_s=0.0)
     for k, v in emulator.env().items():
         monkeypatch.setenv(k, v)
     for k in ("DASHSCOPE_WORKSPACE", "DASHSCOPE_API_REGION", "DASHSCOPE_BASE_URL"):
@@ -476,7 +473,7 @@ def test_stage_in_a_pipeline_against_the_emulator(service_env: Any, tmp_path: Pa
     from pipeline.audio_io import decode
     from pipeline.config import parse
 
-    cfg = parse({"run": ["encode", {"enroll": {"prefix": "stage", "target_model": MODEL}}],
+    cfg = parse({"run": ["encode", "validate", {"enroll": {"prefix": "stage", "target_model": MODEL}}],
                  "enroll": {"poll_interval_s": 0.05, "ledger": str(tmp_path / "l.sqlite")}})
     clip = decode(str(FIXTURES / SPEECH))
     with cfg.run.open() as run:

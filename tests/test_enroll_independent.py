@@ -19,9 +19,10 @@ from typing import Any
 import numpy as np
 import pytest
 import soundfile as sf
-from conftest import FIXTURES
+from conftest import DEPLOY_S, FIXTURES
 
 from pipeline.cli import main
+from pipeline.emulator.clock import ManualClock
 from pipeline.emulator.server import start_in_thread
 from pipeline.service.client import EnrollmentClient
 from pipeline.service.errors import ServiceError
@@ -96,7 +97,9 @@ def judge() -> EnergyJudge:
 
 @pytest.fixture
 def independent(tmp_path: Path, judge: EnergyJudge) -> Iterator[Any]:
-    handle = start_in_thread(tmp_path / "emulator", judge=judge, deploy_delay_s=0.05, rate_limit_rps=None)
+    """An emulator with this judge, on a clock that moves only when a test moves it (as conftest's)."""
+    handle = start_in_thread(tmp_path / "emulator", judge=judge, clock=ManualClock(), deploy_delay_s=DEPLOY_S,
+                             rate_limit_rps=None)
     yield handle
     handle.stop()
 
@@ -118,9 +121,12 @@ def test_the_independent_judge_on_real_recordings(judge: EnergyJudge, tmp_path: 
 
 
 def test_client_meets_the_independent_judge(independent: Any, judge: EnergyJudge, file_server: Any) -> None:
-    with EnrollmentClient(ServiceSettings.from_env(independent.env())) as c:
+    clock = independent.clock
+    with EnrollmentClient(ServiceSettings.from_env(independent.env()), sleep=clock.advance, clock=clock.monotonic) as c:
         vid = c.create_voice(MODEL, "indep", file_server.url(READER))
-        assert c.wait_until_ready(vid, poll_interval_s=0.05)["status"] == "OK"
+        created = clock.time()
+        assert c.wait_until_ready(vid, poll_interval_s=1.0)["status"] == "OK"
+        assert clock.time() - created >= DEPLOY_S  # the client waited out the review on the emulator's clock
         with pytest.raises(ServiceError) as refused:
             c.create_voice(MODEL, "indep", file_server.url("speech_arctic_awb_16k.wav"))
     assert (refused.value.code, refused.value.message) == ("Audio.AudioShortError", "valid audio too short!")
@@ -132,6 +138,7 @@ def test_voiceprep_enroll_passes_the_independent_judge(
     independent: Any, judge: EnergyJudge, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
+    independent.configure(deploy_delay_s=0.0)  # the CLI sleeps for real: voices are ready at their first query
     for k, v in independent.env().items():
         monkeypatch.setenv(k, v)
     for k in ("DASHSCOPE_WORKSPACE", "DASHSCOPE_API_REGION", "DASHSCOPE_BASE_URL"):

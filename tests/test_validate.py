@@ -96,6 +96,36 @@ def test_only_the_first_channel_counts(tmp_path: Path, speech):
     assert check(_wav(tmp_path / "l.wav", voice_left, sr)).ok
 
 
+def test_a_voice_on_another_channel_is_named_in_the_hint(tmp_path: Path, speech):
+    """A reader on the right channel only, the meeting room's noise on the left (both real, 44.1 kHz
+    stereo MP3): the service hears no voice, and the hint says where it is and what to run; `run`
+    then takes the voiced channel and its output passes."""
+    from pipeline.config import load as load_config
+    from pipeline.runner import Job, process_file
+
+    x, sr = speech
+    room, _ = load("noise_room_ami_16k.flac")
+    left = np.resize(room[0], x.shape[1]) * np.float32(0.3)
+    stereo = soxr.resample(np.stack([left, x[0]]).T, sr, 44100).T
+    path = write_av(tmp_path / "right.mp3", stereo, 44100, "mp3", "mp3")
+    v = check(path)
+    assert v.code == "Audio.AudioSilentError"
+    assert "channel 2" in v.hint and "`voiceprep run`" in v.hint
+    first, second = v.metrics["channel_speech_s"]
+    assert first <= 10.0 < second
+    assert process_file(Job(str(path), str(tmp_path / "out.wav")), load_config()).status == "ok"
+    assert check(tmp_path / "out.wav").ok
+
+
+def test_no_voice_on_any_channel_keeps_the_plain_hint(tmp_path: Path):
+    """Music on both channels: no channel holds the voice, so the hint stays the service's."""
+    x, sr = load("nonspeech_music_stereo_44k.flac")
+    v = check(_wav(tmp_path / "music.wav", x, sr))
+    assert v.code == "Audio.AudioSilentError"
+    assert "channel" not in v.hint and "read a passage aloud" in v.hint
+    assert len(v.metrics["channel_speech_s"]) == 2 and max(v.metrics["channel_speech_s"]) <= 10.0
+
+
 def test_no_long_run_is_short_error(tmp_path: Path, speech):
     x, sr = speech
     # phrases of 2.5 s separated by 1.2 s of silence: plenty of speech, no run over 5 s

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import logging
 import re
-import time
 import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -110,7 +109,7 @@ class VoiceActions:
         voice_id = f"{target}-{prefix}-{uuid.uuid4().hex}"
         if store.count() >= s.quota:  # re-check: judging awaited
             raise Refusal("Throttling.AllocationQuota", f"您当前的配额为{s.quota}")
-        store.add(voice_id, prefix, target, url, time.time() + s.deploy_delay_s, outcome)
+        store.add(voice_id, prefix, target, url, self.emulator.clock.time() + s.deploy_delay_s, outcome)
         log.info("voice %s created (%s)", voice_id, outcome)
         return {"voice_id": voice_id}
 
@@ -140,7 +139,7 @@ class VoiceActions:
             raise Refusal("BadRequest.ResourceNotExist")
         url = _url(inp)
         outcome = await self.admit(request, url, model, spec)
-        if not store.redeploy(vid, url, time.time() + self.emulator.settings.deploy_delay_s, outcome):
+        if not store.redeploy(vid, url, self.emulator.clock.time() + self.emulator.settings.deploy_delay_s, outcome):
             raise Refusal("BadRequest.ResourceNotExist")
         return {}
 

@@ -14,6 +14,7 @@ from aiohttp import web
 
 from pipeline.service.ratelimit import TokenBucket
 
+from .clock import Clock, SystemClock
 from .faults import ActionFault, inject
 from .fetch import Fetcher
 from .judge import Judge, Judgement, ProjectJudge
@@ -26,13 +27,18 @@ class Emulator:
     """One emulated service: its settings, SQLite store, policy secret, rate buckets, fault dice and audio judge.
 
     ``judge`` decides on every fetched enrollment clip (default: the project's ``check``); it runs
-    in one worker thread, so it sees one file at a time.
+    in one worker thread, so it sees one file at a time. ``clock`` is where every delay, stamp,
+    expiry, rate bucket and idle timeout reads time (default: the system's; tests pass a ManualClock).
     """
 
-    def __init__(self, data_dir: str | Path, settings: Settings | None = None, judge: Judge | None = None) -> None:
+    def __init__(
+        self, data_dir: str | Path, settings: Settings | None = None, judge: Judge | None = None,
+        clock: Clock | None = None,
+    ) -> None:
         self.data_dir = Path(data_dir)
         self.settings = settings or Settings()
-        self.store = Store(self.data_dir)
+        self.clock: Clock = clock if clock is not None else SystemClock()
+        self.store = Store(self.data_dir, clock=self.clock.time)
         self.secret = self.store.secret()
         self.rng = random.Random(self.settings.faults.seed)
         self.buckets: dict[tuple[str, str], TokenBucket] = {}
@@ -68,7 +74,7 @@ class Emulator:
             return
         bucket = self.buckets.get((account, scope))
         if bucket is None:
-            bucket = self.buckets[(account, scope)] = TokenBucket(rate_per_s, max(burst, 1.0))
+            bucket = self.buckets[(account, scope)] = TokenBucket(rate_per_s, max(burst, 1.0), clock=self.clock.monotonic)
         if not bucket.try_acquire():
             raise Refusal("Throttling.RateQuota")
 

@@ -12,6 +12,7 @@ from typing import Any
 
 from aiohttp import web
 
+from .clock import Clock
 from .core import Emulator
 from .judge import Judge
 from .protocol import DEFAULT_API_KEY, WS_PATH
@@ -40,6 +41,11 @@ class EmulatorHandle:
     _loop: asyncio.AbstractEventLoop = field(repr=False)
     _thread: threading.Thread = field(repr=False)
     _runner: web.AppRunner = field(repr=False)
+
+    @property
+    def clock(self) -> Clock:
+        """The emulator's clock (a ``ManualClock`` passed to ``start_in_thread`` is moved with ``advance``)."""
+        return self.emulator.clock
 
     @property
     def origin(self) -> str:
@@ -100,14 +106,17 @@ async def start(emulator: Emulator, host: str, port: int) -> tuple[web.AppRunner
 
 
 def start_in_thread(
-    data_dir: str | Path, *, host: str = "127.0.0.1", port: int = 0, judge: Judge | None = None, **settings: Any
+    data_dir: str | Path, *, host: str = "127.0.0.1", port: int = 0, judge: Judge | None = None,
+    clock: Clock | None = None, **settings: Any
 ) -> EmulatorHandle:
     """Run an emulator in a daemon thread on ``host`` (default a free port); for tests.
 
-    ``judge`` decides on enrollment audio (default: the project's ``check``). ``settings`` are
-    ``Settings`` fields; ``faults`` may be a mapping. The first accepted key is ``handle.api_key``.
+    ``judge`` decides on enrollment audio (default: the project's ``check``). ``clock`` is the
+    emulator's time (default the system's; a ``ManualClock`` makes deploy delays, expiries, rate
+    buckets and idle timeouts pass only when the test advances it: ``handle.clock``). ``settings``
+    are ``Settings`` fields; ``faults`` may be a mapping. The first accepted key is ``handle.api_key``.
     """
-    emulator = Emulator(data_dir, Settings.of(**settings), judge=judge)
+    emulator = Emulator(data_dir, Settings.of(**settings), judge=judge, clock=clock)
     loop = asyncio.new_event_loop()
     ready = threading.Event()
     result: dict[str, Any] = {}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import secrets
 import sqlite3
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -82,11 +83,13 @@ class Upload:
 class Store:
     """Voices and uploads in one SQLite file; a DEPLOYING voice settles lazily when read after ``ready_at``.
 
-    Used from the emulator's event-loop thread only (every statement is short).
+    Used from the emulator's event-loop thread only (every statement is short). ``clock`` gives the
+    seconds since the epoch that stamps, deploy ends and expiries are compared with.
     """
 
-    def __init__(self, data_dir: Path) -> None:
+    def __init__(self, data_dir: Path, *, clock: Callable[[], float] = time.time) -> None:
         self.data_dir = data_dir
+        self.clock = clock
         data_dir.mkdir(parents=True, exist_ok=True)
         (data_dir / "uploads").mkdir(exist_ok=True)
         self.db = sqlite3.connect(data_dir / "emulator.sqlite3", isolation_level=None, check_same_thread=False)
@@ -118,7 +121,7 @@ class Store:
         return int(row[0])
 
     def add(self, voice_id: str, prefix: str, target_model: str, url: str, ready_at: float, outcome: str) -> Voice:
-        now = time.time()
+        now = self.clock()
         self.db.execute(
             "INSERT INTO voices (voice_id, prefix, target_model, url, status, outcome, created, modified, ready_at)"
             " VALUES (?, ?, ?, ?, 'DEPLOYING', ?, ?, ?, ?)",
@@ -127,7 +130,7 @@ class Store:
         return Voice(voice_id, prefix, target_model, url, "DEPLOYING", now, now)
 
     def get(self, voice_id: str) -> Voice | None:
-        self._settle(time.time())
+        self._settle(self.clock())
         row = self.db.execute(
             "SELECT voice_id, prefix, target_model, url, status, created, modified FROM voices WHERE voice_id = ?",
             (voice_id,),
@@ -135,7 +138,7 @@ class Store:
         return Voice(*row) if row else None
 
     def page(self, prefix: str | None, page_index: int, page_size: int) -> list[Voice]:
-        self._settle(time.time())
+        self._settle(self.clock())
         sql = "SELECT voice_id, prefix, target_model, url, status, created, modified FROM voices"
         args: tuple[object, ...] = ()
         if prefix:
@@ -148,7 +151,7 @@ class Store:
     def redeploy(self, voice_id: str, url: str, ready_at: float, outcome: str) -> bool:
         cur = self.db.execute(
             "UPDATE voices SET url = ?, status = 'DEPLOYING', outcome = ?, modified = ?, ready_at = ? WHERE voice_id = ?",
-            (url, outcome, time.time(), ready_at, voice_id),
+            (url, outcome, self.clock(), ready_at, voice_id),
         )
         return cur.rowcount > 0
 
@@ -159,7 +162,7 @@ class Store:
     # uploads --------------------------------------------------------------------------------
 
     def put_upload(self, key: str, model: str, path: str, size: int, ttl_s: float) -> None:
-        now = time.time()
+        now = self.clock()
         self.db.execute(
             "INSERT OR REPLACE INTO uploads (key, model, path, size, created, expires) VALUES (?, ?, ?, ?, ?, ?)",
             (key, model, path, size, now, now + ttl_s),
@@ -167,7 +170,7 @@ class Store:
 
     def upload(self, key: str) -> Upload | None:
         row = self.db.execute(
-            "SELECT key, model, path, size, expires FROM uploads WHERE key = ? AND expires > ?", (key, time.time())
+            "SELECT key, model, path, size, expires FROM uploads WHERE key = ? AND expires > ?", (key, self.clock())
         ).fetchone()
         return Upload(*row) if row else None
 
@@ -176,7 +179,7 @@ class Store:
 
     def purge_uploads(self) -> int:
         """Delete expired uploads and their files; returns how many."""
-        now = time.time()
+        now = self.clock()
         rows = self.db.execute("SELECT key, path FROM uploads WHERE expires <= ?", (now,)).fetchall()
         for _key, path in rows:
             Path(path).unlink(missing_ok=True)

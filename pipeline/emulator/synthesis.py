@@ -14,7 +14,7 @@ from typing import Any
 
 import av
 import numpy as np
-from aiohttp import WSMsgType, web
+from aiohttp import WSMessage, WSMsgType, web
 
 from .core import Emulator
 from .protocol import TARGET_MODELS, Dropped, Refusal, refusal_reply, request_id
@@ -125,7 +125,8 @@ class SynthesisHandler:
     """One WebSocket connection: run-task, continue-task*, finish-task; tasks may follow each other.
 
     Sentences are cut at sentence punctuation; the rest of the text waits for more text, a
-    ``flush`` or ``finish-task``.
+    ``flush`` or ``finish-task``. A client silent for ``idle_timeout_s`` on the emulator's clock
+    gets its task failed and the connection closed.
     """
 
     def __init__(self, emulator: Emulator) -> None:
@@ -138,17 +139,19 @@ class SynthesisHandler:
         except Refusal as exc:
             return refusal_reply(rid, exc)
         ws = web.WebSocketResponse(max_msg_size=4 * 1024 * 1024)
+        clock = self.emulator.clock
+        last = clock.time()  # before the handshake's answer: the client cannot be idle earlier
         await ws.prepare(request)
         task: _Task | None = None
         try:
             while not ws.closed:
-                try:
-                    msg = await ws.receive(timeout=self.emulator.settings.idle_timeout_s)
-                except asyncio.TimeoutError:
+                msg = await self._receive_until(ws, last + self.emulator.settings.idle_timeout_s)
+                if msg is None:
                     if task is not None:
                         await self._failed(ws, task.task_id, "InvalidParameter", "request timeout after 23 seconds.")
                     await ws.close()
                     break
+                last = clock.time()
                 if msg.type in (WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED, WSMsgType.ERROR):
                     break
                 if msg.type != WSMsgType.TEXT:
@@ -162,6 +165,20 @@ class SynthesisHandler:
         except ConnectionResetError:
             pass
         return ws
+
+    async def _receive_until(self, ws: web.WebSocketResponse, deadline: float) -> WSMessage | None:
+        """The next message, or None once the emulator's clock reaches ``deadline`` (the idle timeout,
+        counted from the client's last message) with none."""
+        receiving = asyncio.ensure_future(ws.receive())
+        idle = asyncio.ensure_future(self.emulator.clock.wait_until(deadline))
+        try:
+            await asyncio.wait((receiving, idle), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            idle.cancel()
+            receiving.cancel()  # nothing when it has its message
+            with contextlib.suppress(asyncio.CancelledError):
+                await receiving  # a cancelled receive must end before the socket is written or closed
+        return None if receiving.cancelled() else receiving.result()
 
     async def _on_message(
         self, ws: web.WebSocketResponse, request: web.Request, task: _Task | None, data: str

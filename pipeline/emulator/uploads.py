@@ -59,7 +59,7 @@ class Uploads:
             return refusal_reply(rid, exc)
         except Dropped:
             return dropped_reply()
-        now = dt.datetime.now(dt.timezone.utc)
+        now = dt.datetime.fromtimestamp(emu.clock.time(), dt.timezone.utc)
         upload_dir = f"{OSS_BUCKET}/{account}/{now:%Y-%m-%d}/{uuid.uuid4()}"
         expires = now + dt.timedelta(seconds=s.policy_expire_s)
         policy_doc = {
@@ -159,7 +159,7 @@ class Uploads:
             upload_dir = str(doc["x-upload-dir"])
         except (ValueError, KeyError, TypeError):
             return 403, "AccessDenied", "Invalid Policy."
-        if expires <= dt.datetime.now(dt.timezone.utc):
+        if expires <= dt.datetime.fromtimestamp(self.emulator.clock.time(), dt.timezone.utc):
             return 403, "AccessDenied", "Invalid according to Policy: Policy expired."
         if not form["key"].startswith(upload_dir + "/") or ".." in form["key"].split("/"):
             return 403, "AccessDenied", "Invalid according to Policy: Policy Condition failed: [\"starts-with\", \"$key\"]"

@@ -7,15 +7,21 @@ import math
 
 import numpy as np
 
-from pipeline.dsp import rbj_biquad, sosfilt
+from pipeline.dsp import sosfilt
 from pipeline.numeric import percentile
 
 from .frames import frame_mask, power_db
 
-# The K-weighting stages as pyloudnorm builds them (Audio EQ Cookbook shelf and high-pass, at any
-# rate): kind, corner (Hz), Q, gain (dB). Integrated and short-term loudness both use it; the
-# integrated loudness is pyloudnorm's, to 1e-6 LU.
-K_WEIGHTING = (("high_shelf", 1500.0, 1 / np.sqrt(2), 4.0), ("high_pass", 38.0, 0.5, 0.0))
+# BS.1770's K-weighting as the analog filters its 48 kHz coefficient tables were made from (the
+# parameters libebur128 derives them with): a high shelf (corner Hz, gain dB, Q, the exponent of
+# its mid-band gain) and a high-pass (corner Hz, Q), each mapped to any rate by the bilinear
+# transform with the corner pre-warped. At 48 kHz they are the standard's Tables 1 and 2.
+SHELF_HZ = 1681.974450955533
+SHELF_GAIN_DB = 3.999843853973347
+SHELF_Q = 0.7071752369554196
+SHELF_MID_EXPONENT = 0.4996667741545416
+HIGH_PASS_HZ = 38.13547087602444
+HIGH_PASS_Q = 0.5003270373238773
 BLOCK_S = 0.4  # gating block (BS.1770-4), every quarter block
 ABSOLUTE_GATE_LUFS = -70.0
 RELATIVE_GATE_LU = -10.0
@@ -24,17 +30,33 @@ OVERSAMPLE = 4  # true-peak oversampling factor
 
 @functools.lru_cache(maxsize=16)
 def k_weighting(rate: int) -> np.ndarray:
-    """The K-weighting at ``rate`` (Hz) as second-order sections ``[b0 b1 b2 1 a1 a2]`` (shelf, then high-pass)."""
-    return np.stack([rbj_biquad(kind, fc, q, gain, rate) for kind, fc, q, gain in K_WEIGHTING])
+    """BS.1770's K-weighting at ``rate`` (Hz) as second-order sections ``[b0 b1 b2 1 a1 a2]``
+    (the shelf, then the high-pass); the standard's own coefficients at 48 kHz."""
+    k = math.tan(math.pi * SHELF_HZ / rate)
+    high = 10 ** (SHELF_GAIN_DB / 20)
+    mid = high**SHELF_MID_EXPONENT
+    a0 = 1 + k / SHELF_Q + k * k
+    shelf = [
+        (high + mid * k / SHELF_Q + k * k) / a0,
+        2 * (k * k - high) / a0,
+        (high - mid * k / SHELF_Q + k * k) / a0,
+        1.0,
+        2 * (k * k - 1) / a0,
+        (1 - k / SHELF_Q + k * k) / a0,
+    ]
+    k = math.tan(math.pi * HIGH_PASS_HZ / rate)
+    a0 = 1 + k / HIGH_PASS_Q + k * k
+    high_pass = [1.0, -2.0, 1.0, 1.0, 2 * (k * k - 1) / a0, (1 - k / HIGH_PASS_Q + k * k) / a0]
+    return np.array([shelf, high_pass])
 
 
 def integrated_lufs(x: np.ndarray, rate: int) -> float:
     """BS.1770-4 gated integrated loudness of mono ``x``; -inf for silence or < 0.4 s.
 
-    The measurement pyloudnorm's ``Meter(rate).integrated_loudness`` makes (same K-weighting
-    filters, 400 ms blocks every 100 ms with its block bounds, absolute gate at -70 LUFS,
-    relative gate 10 LU under the absolutely gated loudness), with numpy filtering: pyloudnorm
-    imports scipy.signal, 0.75-1 s of every process's start.
+    The measurement pyloudnorm's ``Meter(rate, filter_class="DeMan").integrated_loudness``
+    makes (the same K-weighting, 400 ms blocks every 100 ms with its block bounds, absolute gate
+    at -70 LUFS, relative gate 10 LU under the absolutely gated loudness), with numpy filtering:
+    pyloudnorm imports scipy.signal, 0.75-1 s of every process's start.
     """
     n = len(x)
     if n < int(BLOCK_S * rate) + 1:
@@ -85,21 +107,25 @@ def short_term_loudness(
 ) -> tuple[np.ndarray, float]:
     """K-weighted loudness (LUFS) of ``window_s`` windows every ``hop_s``, and the hop in seconds.
 
-    The signal is cut into blocks of gcd(window, hop) samples; each block's K-weighted energy is
+    The signal is cut into blocks of gcd(window, hop) (whole milliseconds, rounded to whole
+    samples: the window and the hop are whole numbers of blocks at any rate); each block's K-weighted energy is
     read off its spectrum (Parseval, with |H_K|^2 of ``k_weighting``, the filters ``integrated_lufs``
     runs) and a window sums its blocks. Filter tails across block edges are ignored: within 0.2 LU
     of time-domain filtering on speech, at a fraction of the cost of filtering the whole signal.
     """
-    hop = max(1, int(round(hop_s * sample_rate)))
-    win = max(hop, int(round(window_s * sample_rate)))
-    if len(x) < win:
+    win_ms, hop_ms = int(round(window_s * 1000)), int(round(hop_s * 1000))
+    if not 0 < hop_ms <= win_ms:
+        raise ValueError("need 1 ms <= hop_s <= window_s")
+    step_ms = math.gcd(win_ms, hop_ms)
+    block = max(1, int(round(step_ms * sample_rate / 1000)))
+    per_win, per_hop = win_ms // step_ms, hop_ms // step_ms
+    hop = per_hop * block
+    if len(x) < per_win * block:
         return np.zeros(0), hop / sample_rate
-    block = math.gcd(win, hop)
     nb = len(x) // block
     spec = np.fft.rfft(np.asarray(x[: nb * block], dtype=np.float32).reshape(nb, block), axis=1)
     energy = (spec.real**2 + spec.imag**2) @ _k_power_weights(block, sample_rate).astype(np.float32)
     c = np.concatenate(([0.0], np.cumsum(energy, dtype=np.float64)))
-    per_win, per_hop = win // block, hop // block
     starts = np.arange(0, nb - per_win + 1, per_hop)
     ms = (c[starts + per_win] - c[starts]) / per_win
     return -0.691 + power_db(ms), hop / sample_rate

@@ -49,7 +49,8 @@ def register(sub: Any) -> None:
                    "the report (default: voiceprep-out)")
     p.add_argument("--config", metavar="PIPELINE.yaml", help="pipeline file (default: the bundled pipeline.yaml)")
     p.add_argument("--ledger", metavar="FILE.sqlite", help="ledger path (default: enroll.ledger, else OUT/"
-                   "voiceprep-ledger.sqlite)")
+                   "voiceprep-ledger.sqlite); processes sharing one never make a voice twice and share "
+                   "enroll.rate_limit_per_s")
     p.add_argument("--report", metavar="FILE.jsonl", help="append one JSON line per input (default: "
                    "OUT/enroll-report.jsonl)")
     p.add_argument("--jobs", type=int, default=None, metavar="N", help="worker processes for the pipeline")
@@ -195,10 +196,9 @@ def cmd_enroll(args: argparse.Namespace) -> int:
         if not prepared:
             _err("error: no audio files found in " + ", ".join(args.paths))
             return EXIT_USAGE
-        submitted = []
-        for res in prepared:
-            er = enroller.submit_file(res.output) if res.ok and res.output else None
-            submitted.append((res, er))
+        # one pass over the clips; one that another process is enrolling right now is taken last
+        enrolled = iter(enroller.submit_files([res.output for res in prepared if res.ok and res.output]))
+        submitted = [(res, next(enrolled) if res.ok and res.output else None) for res in prepared]
         finished: list[FileResult] = []
         report_path.parent.mkdir(parents=True, exist_ok=True)
         # the real paths were for reading; the report and the lines show non-UTF-8 names as \xNN
@@ -230,11 +230,12 @@ def cmd_enroll(args: argparse.Namespace) -> int:
 
 def _check_as_is(paths: list[str], cfg: Any) -> list[Any]:
     """Files as given, each judged by the `check` chain first (a refused one is not uploaded)."""
-    from pipeline.api import check, expand
+    from pipeline.api import check
+    from pipeline.plan import find
     from pipeline.report import FileResult
 
     out = []
-    for f in expand(paths):
+    for f in find(paths):
         v = check(f, cfg)
         if v.ok:
             out.append(FileResult(input=str(f), status="ok", output=str(f), warnings=v.warnings, metrics=v.metrics))

@@ -20,7 +20,7 @@ from pipeline import __version__
 
 from . import errors as E
 from .errors import ServiceError
-from .ratelimit import Backoff, TokenBucket
+from .ratelimit import Backoff, Limiter, TokenBucket
 from .settings import ENROLLMENT_MODEL, PREFIX_RE, ApiKey, ServiceSettings
 
 log = logging.getLogger("voiceprep.service")
@@ -143,7 +143,7 @@ class EnrollmentClient:
         self._sleep = sleep
         self._clock = clock
         self._rng = rng
-        self.limiter = TokenBucket(rate_limit_per_s, clock=clock, sleep=sleep)
+        self.limiter: Limiter = TokenBucket(rate_limit_per_s, clock=clock, sleep=sleep)  # or a shared one
         self._http = httpx.Client(transport=transport, timeout=httpx.Timeout(timeout_s), follow_redirects=False)
         self.last_request_id: str | None = None
         self.user_agent = f"voiceprep/{__version__} httpx/{httpx.__version__}"

@@ -16,9 +16,11 @@ from urllib.parse import urlsplit, urlunsplit
 import httpx
 
 from . import errors as E
+from .claims import LEASE_S, Busy, Claimant, Lease, new_owner_id
 from .client import DEPLOYING, READY, REFUSED, EnrollmentClient
 from .errors import ServiceError
-from .ledger import DELETED, FAILED, LEDGER_NAME, PENDING, Ledger, LedgerRow, display_path
+from .ledger import DELETED, FAILED, LEDGER_NAME, PENDING, ClaimLost, Ledger, LedgerRow, display_path
+from .ratelimit import SharedTokenBucket, TokenStore
 from .settings import EnrollSettings, ServiceSettings, check_prefix, check_target_model
 from .upload import Uploader, make_uploader
 
@@ -90,6 +92,13 @@ def _strip_query(url: str) -> str:
     return urlunsplit((parts.scheme, parts.netloc, parts.path, "", ""))
 
 
+def _answered(exc: ServiceError) -> bool:
+    """Whether the service itself answered the failed request (a 4xx/5xx with a body, not a gateway's
+    502/504): it is then done with it. No answer, or a 2xx without a voice id, may still make a voice."""
+    status = exc.http_status
+    return status is not None and status not in (502, 504) and not 200 <= status < 300
+
+
 def same_audio(resource_link: str | None, url: str | None, sha: str) -> bool:
     """Whether a voice's ``resource_link`` is the upload of this audio: the same URL (a presigned URL
     may have been signed again: compared without its query), or an object named after the hash."""
@@ -103,15 +112,21 @@ def same_audio(resource_link: str | None, url: str | None, sha: str) -> bool:
 class Enroller:
     """Enrolls clips through ``client``, ``uploader`` and ``ledger``, never creating a voice twice.
 
-    For each clip: look the SHA-256 of its bytes up in the ledger (a voice already made is reused;
-    a ``pending`` row, left by a crash or a lost answer, is reconciled first); count the quota;
-    upload; write a ``pending`` row; call create_voice; record the voice id. After an ambiguous
-    failure of create_voice (timeout, dropped connection, 5xx) the voices with the prefix are listed
-    and queried for a ``resource_link`` of this audio before any new attempt; when no answer came at
+    For each clip: claim the SHA-256 of its bytes in the ledger (a voice already made is reused; a
+    live claim of another process is waited for; a ``pending`` row, left by a crash or a lost
+    answer, is reconciled first); count the quota; upload; write a ``pending`` row; call
+    create_voice; record the voice id; release the claim. After an ambiguous failure of
+    create_voice (timeout, dropped connection, 5xx) the voices with the prefix are listed and
+    queried for a ``resource_link`` of this audio before any new attempt; when no answer came at
     all, the list is polled until the voice appears or ``reconcile_timeout_s`` passes, so a create
     still running on the service is found instead of being made twice.
 
-    ``sleep`` and ``clock`` are injectable so that tests never wait.
+    The claim is a lease of ``lease_s`` renewed every ``renew_every_s`` while this process works, so
+    a process that dies holds an audio up for at most ``lease_s``; a process that finds another's
+    live claim polls the ledger (intervals growing from 0.2 s to 5 s) until that owner records a
+    voice or its lease expires, and gives up after ``claim_timeout_s`` with ``VoiceClaimed``.
+
+    ``sleep`` and ``clock`` are injectable so that tests never wait (the ledger has its own clock).
     """
 
     def __init__(
@@ -130,6 +145,10 @@ class Enroller:
         reconcile_timeout_s: float = 120.0,
         quota: int = 1000,
         create_options: Mapping[str, Any] | None = None,
+        lease_s: float = LEASE_S,
+        renew_every_s: float | None = None,
+        claim_timeout_s: float | None = None,
+        owner: str | None = None,
         sleep: Callable[[float], None] = time.sleep,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -146,6 +165,11 @@ class Enroller:
         self.reconcile_timeout_s = reconcile_timeout_s
         self.quota = quota
         self.create_options = dict(create_options or {})
+        self.renew_every_s = renew_every_s if renew_every_s is not None else lease_s / 3
+        if claim_timeout_s is None:  # the longest an owner may work on one clip: upload, creates, reconciling
+            span = (client.max_retries + 1) * client.timeout_s
+            claim_timeout_s = lease_s + (create_attempts + 2) * (span + reconcile_delay_s + reconcile_timeout_s)
+        self.claims = Claimant(ledger, owner or new_owner_id(), lease_s, claim_timeout_s, sleep, clock)
         self._sleep = sleep
         self._clock = clock
         self._remaining: int | None = None
@@ -158,7 +182,7 @@ class Enroller:
 
     def enroll_files(self, paths: Iterable[str | os.PathLike[str]]) -> list[EnrollResult]:
         """Submit every file (upload + create), then wait for all of them to be ready."""
-        results = [self.submit_file(p) for p in paths]
+        results = self.submit_files(paths)
         if self.wait:
             results = [self.finish(r) for r in results]
         return results
@@ -167,15 +191,34 @@ class Enroller:
         result = self.submit(data, source=source, filename=filename)
         return self.finish(result) if self.wait else result
 
-    def submit_file(self, path: str | os.PathLike[str]) -> EnrollResult:
-        p = Path(path)
+    def submit_files(self, paths: Iterable[str | os.PathLike[str]]) -> list[EnrollResult]:
+        """Submit every file. One whose audio another process is enrolling at that moment is put off
+        until the others are submitted, then waited for (its voice reused, or made here if that
+        process died), so that processes sharing a ledger work on different clips."""
+        items = list(paths)
+        first = [self.try_submit_file(p) for p in items]
+        return [r if r is not None else self.submit_file(p) for p, r in zip(items, first)]
+
+    def _read(self, path: str | os.PathLike[str]) -> bytes | EnrollResult:
         try:
-            data = p.read_bytes()
+            return Path(path).read_bytes()
         except OSError as exc:
-            r = EnrollResult(display_path(p), "rejected", "", self.target_model, self.prefix)
+            r = EnrollResult(display_path(path), "rejected", "", self.target_model, self.prefix)
             return r.fail(ServiceError("Audio.DecoderError", f"cannot read the file: {exc.strerror}",
                                        hint="check the path and its permissions", retryable=False))
-        return self.submit(data, source=str(p), filename=p.name)
+
+    def submit_file(self, path: str | os.PathLike[str]) -> EnrollResult:
+        data = self._read(path)
+        if isinstance(data, EnrollResult):
+            return data
+        return self.submit(data, source=str(Path(path)), filename=Path(path).name)
+
+    def try_submit_file(self, path: str | os.PathLike[str]) -> EnrollResult | None:
+        """As ``submit_file``, but None at once when another process holds the audio's claim."""
+        data = self._read(path)
+        if isinstance(data, EnrollResult):
+            return data
+        return self.try_submit(data, source=str(Path(path)), filename=Path(path).name)
 
     # --- one clip ---
 
@@ -186,24 +229,63 @@ class Enroller:
         result = EnrollResult(display_path(source), "ok", sha, self.target_model, self.prefix)
         with self._lock:
             try:
-                return self._submit(data, sha, filename, result)
+                return self._submit(data, sha, filename, result, wait=True)
             except ServiceError as exc:
                 return result.fail(exc)
 
-    def _submit(self, data: bytes, sha: str, filename: str, result: EnrollResult) -> EnrollResult:
-        row = self.ledger.get(sha, self.target_model)
-        if row is not None:
-            result.request_ids.extend(row.request_ids)
-            done = self._from_ledger(row, result)
-            if done is not None:
-                return done
+    def try_submit(self, data: bytes, *, source: str, filename: str) -> EnrollResult | None:
+        """As ``submit``, but None at once (nothing done) when another process holds the audio's claim."""
+        sha = audio_sha256(data)
+        result = EnrollResult(display_path(source), "ok", sha, self.target_model, self.prefix)
+        with self._lock:
+            try:
+                return self._submit(data, sha, filename, result, wait=False)
+            except Busy:
+                return None
+            except ServiceError as exc:
+                return result.fail(exc)
+
+    def _submit(self, data: bytes, sha: str, filename: str, result: EnrollResult, *, wait: bool) -> EnrollResult:
+        while True:
+            claim, changed = self.claims.take(sha, self.target_model, wait=wait, source=result.input)
+            row = claim.row
+            if row is not None:
+                result.request_ids = list(row.request_ids)
+            if claim.state == "done" and row is not None:
+                done = self._from_ledger(row, result)
+                if done is not None:
+                    return done
+                continue  # the service deleted that voice: claim the audio to enroll it again
+            lease = self.claims.lease(sha, self.target_model, self.renew_every_s)
+            try:
+                if changed and row is not None and row.status == FAILED:
+                    # the other process's create was refused while this one waited: that answer stands
+                    raise ServiceError(row.error_code or E.UNKNOWN, row.error_message or "", retryable=False)
+                return self._create(data, sha, filename, result, row, lease)
+            except ClaimLost:
+                log.warning("%s: another process took this audio over; waiting for its outcome", result.input)
+                if not wait:
+                    raise Busy from None
+            finally:
+                lease.release()
+
+    def _create(
+        self, data: bytes, sha: str, filename: str, result: EnrollResult, row: LedgerRow | None, lease: Lease
+    ) -> EnrollResult:
+        """With the audio's claim held: reconcile a pending row, then upload, create and record."""
+        if row is not None and row.status == PENDING:
+            found = self._await_pending(row)
+            if found is not None:
+                return self._adopt(found, sha, result, "reconciled")
         self._check_quota()
         suffix = Path(filename).suffix.lower() or ".wav"
         uploaded = self.uploader.upload(data, object_name=f"{sha}{suffix}", filename=filename)
-        self.ledger.mark_pending(sha, self.target_model, self.prefix, uploaded.url, result.input)
+        self.ledger.mark_pending(sha, self.target_model, self.prefix, uploaded.url, result.input,
+                                 owner=self.claims.owner)
         attempt = 0
         while True:
             attempt += 1
+            lease.confirm()  # never a create without the claim; stamps the row with the time of this attempt
             try:
                 voice_id = self.client.create_voice(
                     self.target_model, self.prefix, uploaded.url, **self.create_options
@@ -221,7 +303,9 @@ class Enroller:
                 if found is not None:
                     return self._adopt(found, sha, result, "reconciled")
                 if not exc.retryable or attempt >= self.create_attempts:
-                    raise  # the row stays pending: the next run reconciles again before creating
+                    if _answered(exc):  # the service's last word, reconciled: it made no voice
+                        self.ledger.mark_failed(sha, self.target_model, exc.code, exc.message, exc.request_id)
+                    raise  # unanswered: the row stays pending and is reconciled again before any create
                 self._sleep(self.client.backoff.delay(attempt, exc.retry_after_s))
                 continue
             rid = self.client.last_request_id
@@ -234,13 +318,9 @@ class Enroller:
             return result
 
     def _from_ledger(self, row: LedgerRow, result: EnrollResult) -> EnrollResult | None:
-        """The answer the ledger already holds for this audio, or None when a create is needed."""
-        if row.status == PENDING:
-            found = self._reconcile(row.audio_sha256, row.url, row.prefix)
-            if found is not None:
-                return self._adopt(found, row.audio_sha256, result, "reconciled")
-            return None
-        if row.status in (FAILED, DELETED) or row.voice_id is None:
+        """The voice the ledger names for this audio, checked with query_voice; None when the service
+        deleted it (the row is then marked deleted and the audio may be enrolled again)."""
+        if row.voice_id is None:
             return None
         try:
             info = self.client.query_voice(row.voice_id)
@@ -277,22 +357,39 @@ class Enroller:
         service may still be creating it: wait ``reconcile_delay_s``, then poll the list with growing
         intervals until the voice appears or the bound passes; no new create happens before.
         """
-        status = exc.http_status
-        if status is not None and status not in (502, 504) and not 200 <= status < 300:
+        if _answered(exc):
             return self._reconcile(sha, url, self.prefix)
-        deadline = self._clock() + self.reconcile_timeout_s
-        wait = self.reconcile_delay_s
+        return self._poll_for_voice(sha, url, self.prefix, self.reconcile_delay_s, self.reconcile_timeout_s)
+
+    def _await_pending(self, row: LedgerRow) -> tuple[str, dict[str, Any]] | None:
+        """The voice of a ``pending`` row (a create whose outcome no live process is waiting for: a crash,
+        a run that gave up, an expired claim), polled for as for a fresh unanswered create: until it
+        appears or ``reconcile_timeout_s`` has passed since that create could have been answered (the
+        row is stamped before every create). A row older than that gets one look."""
+        bound_s = self.client.timeout_s + self.reconcile_timeout_s + 1.0 - self.ledger.age_s(row)
+        return self._poll_for_voice(row.audio_sha256, row.url, row.prefix, 0.0, max(bound_s, 0.0))
+
+    def _poll_for_voice(
+        self, sha: str, url: str | None, prefix: str, first_wait_s: float, bound_s: float
+    ) -> tuple[str, dict[str, Any]] | None:
+        """Look for this audio's voice after ``first_wait_s``, then at intervals growing by half from
+        1 s up to 30 s, until it appears (returned) or ``bound_s`` has passed (None)."""
+        deadline = self._clock() + bound_s
+        wait = first_wait_s
         unrelated: set[str] = set()
         polls = 0
         while True:
-            self._sleep(max(min(wait, deadline - self._clock()), 0.0))
+            pause = min(wait, deadline - self._clock())
+            if pause > 0:
+                self._sleep(pause)
             polls += 1
-            found = self._reconcile(sha, url, self.prefix, unrelated)
+            found = self._reconcile(sha, url, prefix, unrelated)
             if found is not None:
                 return found
             if self._clock() >= deadline:
-                log.warning("no voice from %s appeared in %d list polls over %.0f s; presuming the create made none",
-                            url.split("?")[0], polls, self.reconcile_timeout_s)
+                if bound_s > 0:
+                    log.warning("no voice from %s appeared in %d list polls over %.0f s; presuming none was made",
+                                (url or "").split("?")[0], polls, bound_s)
                 return None
             wait = min(max(wait * 1.5, RECONCILE_MIN_INTERVAL_S), RECONCILE_MAX_INTERVAL_S)
 
@@ -382,13 +479,15 @@ def make_client(
     service: ServiceSettings | None = None,
     *,
     transport: httpx.BaseTransport | None = None,
+    shared: TokenStore | None = None,
     sleep: Callable[[float], None] = time.sleep,
     clock: Callable[[], float] = time.monotonic,
 ) -> EnrollmentClient:
     """A client for the `enroll:` settings; ``DASHSCOPE_TIMEOUT`` / ``DASHSCOPE_MAX_RETRIES`` (read into
-    ``service``) win over ``request_timeout_s`` / ``max_retries``, as the SDK's environment wins over its file."""
+    ``service``) win over ``request_timeout_s`` / ``max_retries``, as the SDK's environment wins over its file.
+    With ``shared`` (a ledger), its requests draw on the bucket that every process using it shares."""
     service = service or ServiceSettings.from_env()
-    return EnrollmentClient(
+    client = EnrollmentClient(
         service,
         transport=transport,
         timeout_s=service.timeout_s if service.timeout_s is not None else settings.request_timeout_s,
@@ -397,6 +496,11 @@ def make_client(
         sleep=sleep,
         clock=clock,
     )
+    if shared is not None:
+        ws = f"/{service.workspace}" if service.workspace else ""
+        client.limiter = SharedTokenBucket(shared, f"requests {urlsplit(service.base_url).netloc}{ws}",
+                                           settings.rate_limit_per_s, fallback=client.limiter, sleep=sleep)
+    return client
 
 
 def make_enroller(
@@ -412,8 +516,11 @@ def make_enroller(
     wait: bool | None = None,
     sleep: Callable[[float], None] = time.sleep,
     clock: Callable[[], float] = time.monotonic,
+    wall_clock: Callable[[], float] = time.time,
 ) -> Enroller:
-    """An Enroller for the `enroll:` settings; arguments override them. Close with ``close_enroller``."""
+    """An Enroller for the `enroll:` settings; arguments override them. Close with ``close_enroller``.
+    ``wall_clock`` is the ledger's (leases and the shared rate limit), ``clock`` the client's and the
+    enroller's own (intervals and deadlines)."""
     chosen_prefix = prefix or settings.prefix
     if not chosen_prefix:
         from pipeline.errors import ConfigError
@@ -421,9 +528,10 @@ def make_enroller(
         raise ConfigError("a voice prefix is needed: pass --prefix or set enroll.prefix (1-10 lowercase letters/digits)")
     check_prefix(chosen_prefix)
     model = check_target_model(target_model or settings.target_model)
-    client = make_client(settings, service, transport=transport, sleep=sleep, clock=clock)
     if not isinstance(ledger, Ledger):
-        ledger = Ledger(Path(ledger) if ledger is not None else default_ledger_path(settings, out_dir))
+        ledger = Ledger(Path(ledger) if ledger is not None else default_ledger_path(settings, out_dir),
+                        clock=wall_clock)
+    client = make_client(settings, service, transport=transport, shared=ledger, sleep=sleep, clock=clock)
     options: dict[str, Any] = {}
     if settings.language_hints:
         options["language_hints"] = list(settings.language_hints)

@@ -1,4 +1,4 @@
-"""Rate limits: a token bucket (pacing a client, or admitting requests in the emulator), and retry backoff."""
+"""Rate limits: token buckets (one process's, or one shared through a file), and retry backoff."""
 
 from __future__ import annotations
 
@@ -7,6 +7,20 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
+
+
+class Limiter(Protocol):
+    """Paces requests: ``acquire`` returns once one may be sent (the seconds it waited)."""
+
+    def acquire(self) -> float: ...
+
+
+class TokenStore(Protocol):
+    """Where a shared bucket lives (the enrollment ledger): ``take_token`` reserves one token in one
+    atomic step and returns the seconds to wait for it, or None when the store is out of reach."""
+
+    def take_token(self, name: str, rate_per_s: float, burst: float) -> float | None: ...
 
 
 class TokenBucket:
@@ -62,6 +76,44 @@ class TokenBucket:
         now = self._clock()
         self._tokens = min(self.burst, self._tokens + max(now - self._last, 0.0) * self.rate_per_s)
         self._last = now
+
+
+class SharedTokenBucket:
+    """A token bucket that every process using the same ``store`` draws from, so that together they
+    send at most ``rate_per_s`` requests per second (bursts of ``burst``). The store keeps the tokens
+    and when they were counted, read with its own clock; a token is reserved at once (the bucket may
+    go into debt) and the caller sleeps until it is due. When the store is out of reach, ``fallback``
+    (this process's own bucket) paces the request instead.
+    """
+
+    def __init__(
+        self,
+        store: TokenStore,
+        name: str,
+        rate_per_s: float,
+        burst: float | None = None,
+        *,
+        fallback: Limiter,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        if rate_per_s <= 0:
+            raise ValueError("rate_per_s must be positive")
+        self.store = store
+        self.name = name
+        self.rate_per_s = float(rate_per_s)
+        self.burst = float(burst if burst is not None else max(1.0, rate_per_s))
+        if self.burst < 1:
+            raise ValueError("burst must be at least 1")
+        self.fallback = fallback
+        self._sleep = sleep
+
+    def acquire(self) -> float:
+        delay = self.store.take_token(self.name, self.rate_per_s, self.burst)
+        if delay is None:
+            return self.fallback.acquire()
+        if delay > 0:
+            self._sleep(delay)
+        return delay
 
 
 @dataclass(frozen=True)

@@ -1,8 +1,8 @@
 """Calibration tables of the quality verdict: precision and recall of each warning and refusal on real recordings.
 
-    .venv/bin/python bench/calibrate_quality.py            # print the tables (about 40 s)
-    .venv/bin/python bench/calibrate_quality.py --write    # rewrite them in docs/quality.md
-    .venv/bin/python bench/calibrate_quality.py --cost     # also the cost of the measures
+    .venv/bin/python tests/tools/calibrate_quality.py            # print the tables (about 40 s)
+    .venv/bin/python tests/tools/calibrate_quality.py --write    # rewrite them in docs/quality.md
+    .venv/bin/python tests/tools/calibrate_quality.py --cost     # also the cost of the measures
 
 Every clip is built from the real recordings in fixtures/ (readers, the AMI meeting and room, the
 music recordings) with a fault added at a known strength; tests/test_calibration.py regenerates
@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT))
 

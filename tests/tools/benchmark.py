@@ -1,7 +1,7 @@
 """Benchmarks (not tests): check latency, check/run throughput per core, peak memory, ffmpeg comparison.
 
-    python bench/benchmark.py all            # everything, prints a markdown summary
-    python bench/benchmark.py check|run|memory|ffmpeg
+    python tests/tools/benchmark.py all            # everything, prints a markdown summary
+    python tests/tools/benchmark.py check|run|memory|ffmpeg
 
 Inputs are built from fixtures/ into a temporary folder (about 30 min of mixed recordings and a
 1-hour 48 kHz stereo WAV for the memory figures). Every figure is measured in fresh processes.
@@ -26,7 +26,7 @@ import numpy as np
 import soundfile as sf
 import soxr
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 FIX = ROOT / "fixtures"
 VOICEPREP = [sys.executable, "-m", "pipeline.cli"]
 

@@ -1,7 +1,7 @@
 """The quality measures on external real recordings that cannot be committed (docs/quality.md, "Larger evaluations").
 
-    .venv/bin/python bench/eval_external.py speakers SETS        # SETS/manifest.csv: name,label,set (+ SETS/NAME.wav)
-    .venv/bin/python bench/eval_external.py snr READERS NOISES   # every reader x noise x SNR, pauses kept and cut
+    .venv/bin/python tests/tools/eval_external.py speakers SETS        # SETS/manifest.csv: name,label,set (+ SETS/NAME.wav)
+    .venv/bin/python tests/tools/eval_external.py snr READERS NOISES   # every reader x noise x SNR, pauses kept and cut
 
 ``speakers``: label 0 = one voice, 1 = two or more; sets named ``*unverified*`` or ``*dominant*`` are
 reported but left out of precision and recall. ``snr``: each clean reader (first 20 s, 16 kHz) plus
@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 from pipeline import speech  # noqa: E402
