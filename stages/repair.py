@@ -133,28 +133,22 @@ class Repair:
     provides: ClassVar[frozenset[Fact]] = frozenset()
 
     dc: bool = option(True, "remove a DC offset larger than min_dc_offset")
-    min_dc_offset: float = option(0.002, "DC offset (full scale 1) that calls for removal")
+    min_dc_offset: float = option(0.002, "DC offset (full scale 1) that calls for removal", min=0.0, max=0.5)
     highpass: bool = option(True, "high-pass at highpass_hz when rumble is over min_rumble_db")
-    highpass_hz: float = option(70.0, "high-pass corner (Hz)")
-    min_rumble_db: float = option(-30.0, "power under 60 Hz relative to the signal (dB) that calls for the high-pass")
+    highpass_hz: float = option(70.0, "high-pass corner (Hz)", min=20.0, max=150.0)
+    min_rumble_db: float = option(-30.0, "power under 60 Hz relative to the signal (dB) that calls for the high-pass", min=-90.0, max=0.0)
     hum: bool = option(
         True, "notch mains hum (every line of the measured comb, at its own frequency) when a line stands "
         "min_hum_prominence_db over its surroundings"
     )
-    min_hum_prominence_db: float = option(10.0, "hum line prominence (dB) that calls for the notches")
-    hum_notch_hz: float = option(3.0, "width of each hum notch (Hz)")
-    hum_passes: int = option(3, "notch, re-measure and notch what still stands out, at most this many times")
+    min_hum_prominence_db: float = option(10.0, "hum line prominence (dB) that calls for the notches", min=3.0, max=40.0)
+    hum_notch_hz: float = option(3.0, "width of each hum notch (Hz)", min=0.5, max=10.0)
+    hum_passes: int = option(3, "notch, re-measure and notch what still stands out, at most this many times", min=1, max=5)
     denoise: bool = option(False, "spectral-gating denoiser (extra `denoise`: noisereduce) when SNR < denoise_below_snr_db")
-    denoise_below_snr_db: float = option(20.0, "SNR (dB) under which the denoiser is tried")
-    denoise_min_gain_db: float = option(3.0, "keep the denoised audio only if the SNR rose by at least this (dB)")
+    denoise_below_snr_db: float = option(20.0, "SNR (dB) under which the denoiser is tried", min=0.0, max=60.0)
+    denoise_min_gain_db: float = option(3.0, "keep the denoised audio only if the SNR rose by at least this (dB)", min=0.0, max=30.0)
 
     def __post_init__(self) -> None:
-        if not 20.0 <= self.highpass_hz <= 150.0:
-            raise ValueError("highpass_hz must be between 20 and 150")
-        if not 1 <= self.hum_passes <= 5 or not 0.5 <= self.hum_notch_hz <= 10.0:
-            raise ValueError("hum_passes must be between 1 and 5 and hum_notch_hz between 0.5 and 10")
-        if self.min_dc_offset < 0 or self.denoise_min_gain_db < 0:
-            raise ValueError("min_dc_offset and denoise_min_gain_db must be >= 0")
         if self.denoise and importlib.util.find_spec("noisereduce") is None:
             raise ValueError("denoise needs the optional extra: pip install 'voiceprep[denoise]'")
 

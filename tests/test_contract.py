@@ -93,3 +93,15 @@ def test_clip_is_immutable():
         clip.metrics["x"] = 1  # type: ignore[index]
     c2 = clip.measured(a=1).warn("hum", "50 Hz hum")
     assert "a" not in clip.metrics and clip.warnings == () and c2.metrics["a"] == 1 and c2.warnings[0].code == "hum"
+
+
+@pytest.mark.parametrize("name", STAGES)
+def test_every_number_option_declares_its_range(name: str):
+    """A number no option bounds could switch a rule off or ask for absurd work (a 1e9 s fade):
+    every int and float option says what a config may set, and the registry refuses the rest."""
+    cls = registry.get(name)
+    for opt in registry.options(cls):
+        if opt.type in ("float", "int"):
+            assert opt.range, f"{name}.{opt.name} declares no range"
+            with pytest.raises(ConfigError, match=f"{opt.name}.*out of range|{opt.name}"):
+                registry.build(name, {opt.name: 1e12 if opt.type == "float" else 10**12})
