@@ -132,8 +132,8 @@ def _wav_truncation(path: str, size: int) -> tuple[float, float] | None:
 def _pcm16_layout(path: str, size: int) -> tuple[int, int, int, int, int] | None:
     """(channels, rate, data offset, declared data bytes, present data bytes) of a plain
     little-endian 16-bit PCM RIFF/WAVE file (format 1, or EXTENSIBLE with the PCM subformat);
-    None for anything else. The commonest upload is read with numpy alone: no libsndfile
-    loading (~20 ms of a hook's start-up), the same samples (int16 / 32768)."""
+    None for anything else. The commonest upload is read with numpy alone, without loading
+    libsndfile (a start-up cost: docs/design.md), giving the same samples (int16 / 32768)."""
     import struct
 
     fmt: tuple[int, int, int] | None = None

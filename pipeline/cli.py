@@ -57,17 +57,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
 
 
-# Commands whose files are all written, fsynced and closed (and whose ledger writes committed)
-# when they return: once their output is flushed, nothing is left for the interpreter's teardown
-# to do but free memory and unload numpy and onnxruntime (0.1-0.25 s measured, with scipy then).
+# Commands whose files are all written, fsynced and closed when they return: once their output
+# is flushed, the interpreter's teardown would only free memory and unload libraries
+# (docs/design.md, "Start-up").
 FAST_EXIT_COMMANDS = frozenset({"check", "stages", "run"})
 EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, what a shell reports for a tool stopped by a closed pipe
 
 
-# BLAS libraries read these once, when numpy loads. voiceprep's matrix products are small: with
-# OpenBLAS's default of one thread per core, its helper thread spun for +28 % CPU time over a
-# `run` batch for no gain in wall time, and `--jobs` already puts a worker on every core. A value
-# the user set is kept.
+# BLAS libraries read these once, when numpy loads. voiceprep's matrix products are small and
+# `--jobs` already puts a worker on every core: a BLAS helper thread per core only spins
+# (docs/design.md). A value the user set is kept.
 BLAS_THREAD_VARIABLES = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
 
 

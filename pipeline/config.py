@@ -222,7 +222,7 @@ def load(path: str | Path | None = None, *, chains: tuple[str, ...] = CHAINS) ->
     import yaml
 
     try:
-        # The libyaml safe loader when the wheel has it (~10x faster to parse); both are safe loaders.
+        # The libyaml safe loader when the wheel has it (faster); both are safe loaders.
         loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
         data = yaml.load(text, Loader=loader)  # noqa: S506
     except yaml.MarkedYAMLError as exc:

@@ -1,8 +1,7 @@
 """Filters for the `run` path with numpy alone: IIR filtering, filter design, moving max/mean.
 
-Why not scipy.signal: importing it costs 0.75-1 s per process (it pulls in scipy.stats), which
-was an eighth of a fresh ``voiceprep run`` over the benchmark folder, more than the loudness,
-repair and limiter work it served. These functions give scipy's answers (``sosfilt``,
+Why not scipy.signal: importing it costs more per process than the filtering it would serve
+(docs/design.md). These functions give scipy's answers (``sosfilt``,
 ``sosfiltfilt``, ``sosfilt_zi``, ``butter(..., output="sos")`` for high-passes, ``iirnotch``,
 ``ndimage.maximum_filter1d``/``uniform_filter1d`` with ``mode="nearest"``); the tests hold them
 to scipy's results on real speech and random signals.
@@ -13,8 +12,7 @@ How an IIR section runs without a per-sample Python loop: it is split into parti
 recursion whose real part counts twice). A recursion is solved block by block in closed form,
 ``w[n] = p**n * cumsum(r * x[k] * p**-k)``, and each block starts from the end of the one before.
 Rounding stays at the level of float64 rounding times ``1/(1-|p|)**2``: about 1e-9 of full scale
-for the narrowest hum notch used here. numpy's cumsum (about 4 ns a sample here) bounds the
-speed: 2-4x slower than scipy's C loops, far less than the import it saves.
+for the narrowest hum notch used here. numpy's cumsum bounds the speed (docs/benchmarks.md).
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 Silero runs through onnxruntime on the model files in ``pipeline/models`` (the published Silero
 VAD v5, split into its encoder and decoder for speed: no torch, nothing downloaded). webrtcvad
-(``webrtcvad-wheels``) is ~30x faster but calls music and noise "speech", so it only moves
+(``webrtcvad-wheels``) is far cheaper but calls music and noise "speech", so it only moves
 segment edges to 10 ms precision inside what Silero already called speech.
 """
 
@@ -17,7 +17,7 @@ import numpy as np
 
 from .clip import Clip, SpeechMap
 from .models import SILERO_DECODER, SILERO_ENCODER
-from .numeric import dct_matrix, median
+from .numeric import dct_matrix
 
 VAD_RATE = 16000
 FRAME = 512  # Silero window at 16 kHz: 32 ms
@@ -57,8 +57,8 @@ def _webrtc_fresh(mode: int, rate: int, frame: int) -> Callable[[bytes, int], np
     """A new webrtcvad detector as ``flags(pcm, n)``: its decision on each of the first ``n``
     frames of 16-bit ``pcm``. New per signal: it keeps a running noise estimate, so one reused
     across signals would make each answer depend on the files processed before. It calls the C
-    extension directly when it can: the ``webrtcvad`` module spends ~30 ms at import reading its
-    own version from the package metadata."""
+    extension directly when it can: the ``webrtcvad`` module reads its own version from the
+    package metadata at import, a start-up cost (docs/design.md)."""
     step = 2 * frame
     try:
         import _webrtcvad
@@ -151,8 +151,7 @@ def webrtc_flags(x16: np.ndarray, mode: int = 2, frame: int = WEBRTC_FRAME, rate
 
 @functools.lru_cache(maxsize=1)
 def _band_edges() -> np.ndarray:
-    # sorted(set()) rather than np.unique, which imports numpy.ma (~15 ms) on first use
-    return np.array(sorted(set(np.geomspace(4, FRAME // 2, 25).astype(int).tolist())))
+    return np.unique(np.geomspace(4, FRAME // 2, 25).astype(int))
 
 
 def stationary_frames(
@@ -177,7 +176,7 @@ def stationary_frames(
     dist = np.sqrt(np.sum((ceps[lag:] - ceps[:-lag]) ** 2, axis=1))
     k = 5
     padded = np.pad(dist, (k // 2, k // 2), mode="edge")
-    smooth = median(np.lib.stride_tricks.sliding_window_view(padded, k), axis=1)
+    smooth = np.median(np.lib.stride_tricks.sliding_window_view(padded, k), axis=1)
     steady = np.zeros(n, dtype=bool)
     steady[lag:] |= smooth < max_change
     steady[:-lag] |= smooth < max_change
@@ -347,7 +346,7 @@ def detect_stream(
 def coarse_activity(x16: np.ndarray, *, mode: int = 3, floor_dbfs: float = -55.0, rate: int = VAD_RATE) -> np.ndarray:
     """Cheap voice activity per 30 ms: webrtcvad (most aggressive mode) and a level floor.
 
-    About 100x faster than Silero; it also fires on music and noise, so it only ranks where to
+    Far cheaper than Silero, but it also fires on music and noise, so it only ranks where to
     look in long recordings; Silero then decides on the few places it ranks highest. ``rate``
     is any rate webrtcvad takes (8 kHz is enough to rank, and cheapest).
     """

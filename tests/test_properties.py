@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import numpy as np
-import pytest
 from conftest import load
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -107,19 +106,3 @@ def test_loudness_measures_are_consistent():
     x = np.sin(2 * np.pi * n / 4 + np.pi / 4).astype(np.float32)
     assert 20 * np.log10(np.max(np.abs(x))) < -2.9
     assert abs(true_peak_dbtp(x)) < 0.3
-
-
-@settings(max_examples=200, deadline=None)
-@given(
-    st.lists(st.floats(-1e6, 1e6, allow_nan=False), min_size=1, max_size=60),
-    st.floats(0.0, 100.0),
-)
-def test_percentile_matches_numpy(values: list[float], q: float):
-    from pipeline.numeric import median, percentile
-
-    a = np.array(values)
-    assert percentile(a, q) == pytest.approx(float(np.percentile(a, q)), rel=1e-12, abs=1e-9)
-    assert median(a) == pytest.approx(float(np.median(a)), rel=1e-12, abs=1e-9)
-    m = np.tile(a, (3, 1)) * np.array([[1.0], [2.0], [-1.0]])
-    np.testing.assert_allclose(percentile(m, q, axis=1), np.percentile(m, q, axis=1), rtol=1e-12, atol=1e-9)
-    np.testing.assert_allclose(percentile(m.T, q, axis=0), np.percentile(m.T, q, axis=0), rtol=1e-12, atol=1e-9)

@@ -8,7 +8,6 @@ import math
 import numpy as np
 
 from pipeline.dsp import sosfilt
-from pipeline.numeric import percentile
 
 from .frames import frame_mask, power_db
 
@@ -56,7 +55,7 @@ def integrated_lufs(x: np.ndarray, rate: int) -> float:
     The measurement pyloudnorm's ``Meter(rate, filter_class="DeMan").integrated_loudness``
     makes (the same K-weighting, 400 ms blocks every 100 ms with its block bounds, absolute gate
     at -70 LUFS, relative gate 10 LU under the absolutely gated loudness), with numpy filtering:
-    pyloudnorm imports scipy.signal, 0.75-1 s of every process's start.
+    pyloudnorm imports scipy.signal (docs/design.md).
     """
     n = len(x)
     if n < int(BLOCK_S * rate) + 1:
@@ -150,7 +149,7 @@ def loudness_spread(
         return 0.0, 0.0
     v = lk[keep]
     t = (np.arange(len(lk)) * hop)[keep]
-    spread = float(percentile(v, 95) - percentile(v, 10))
+    spread = float(np.percentile(v, 95) - np.percentile(v, 10))
     slope = float(np.polyfit(t, v, 1)[0]) * 10.0 if np.ptp(t) > 0 else 0.0
     return spread, slope
 

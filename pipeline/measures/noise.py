@@ -7,8 +7,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from pipeline.numeric import median, percentile
-
 from .frames import ANALYSIS_RATE, EPS, frame_mask, frames_of, power_db
 
 SNR_FRAME_S = 0.02
@@ -36,7 +34,7 @@ def snr_estimate(
         return 0.0, "none"
     ps = float(np.mean(p[speech]))
     if pause.sum() * hop_s >= min_pause_s:
-        pn = float(median(p[pause]))  # the median: robust to breaths and speech edges the VAD left out
+        pn = float(np.median(p[pause]))  # the median: robust to breaths and speech edges the VAD left out
         method = "pauses"
     else:
         q = np.sort(p)
@@ -155,7 +153,7 @@ def percentile_bias() -> np.ndarray:
     Gaussian noise (60 s, fixed seed): turns the percentile into a mean for a steady noise. The
     source of ``FLOOR_BIAS`` (tests hold the constant to it)."""
     p = _smooth(band_power(np.random.default_rng(1234).standard_normal(ANALYSIS_RATE * 60)))
-    return np.asarray(np.mean(p, axis=0) / np.maximum(percentile(p, FLOOR_PERCENTILE, axis=0), EPS))
+    return np.asarray(np.mean(p, axis=0) / np.maximum(np.percentile(p, FLOOR_PERCENTILE, axis=0), EPS))
 
 
 def floor_snr(x16: np.ndarray, segments: np.ndarray) -> float:
@@ -165,7 +163,7 @@ def floor_snr(x16: np.ndarray, segments: np.ndarray) -> float:
     p = band_power(x16)
     if len(p) == 0:
         return 0.0
-    noise_power = float(np.sum(percentile(_smooth(p), FLOOR_PERCENTILE, axis=0) * np.asarray(FLOOR_BIAS)))
+    noise_power = float(np.sum(np.percentile(_smooth(p), FLOOR_PERCENTILE, axis=0) * np.asarray(FLOOR_BIAS)))
     total = p.sum(axis=1)
     inside = frame_mask(len(p), FLOOR_HOP / ANALYSIS_RATE, FLOOR_FRAME / ANALYSIS_RATE, segments)
     speech = float(np.mean(total[inside])) if inside.any() else float(np.mean(total))
@@ -216,10 +214,10 @@ def harmonicity_db(x16: np.ndarray, segments: np.ndarray) -> float:
     inside = frame_mask(len(rn), HNR_HOP / ANALYSIS_RATE, HNR_FRAME / ANALYSIS_RATE, segments)
     if inside.sum() < 10:
         inside[:] = True
-    loud = inside & (energy >= median(energy[inside]))
+    loud = inside & (energy >= np.median(energy[inside]))
     rr = np.sort(rn[loud])[::-1]
     rr = rr[: max(1, len(rr) // 2)]
-    return float(median(10 * np.log10(rr / (1 - rr))))
+    return float(np.median(10 * np.log10(rr / (1 - rr))))
 
 
 def snr(x16: np.ndarray, segments: np.ndarray) -> SnrEstimate:

@@ -6,8 +6,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from pipeline.numeric import median, percentile
-
 from .frames import EPS, frame_mask, frames_of, power_db, to_rate
 
 LOW_RATE = 1000  # rumble lives under 400 Hz: measured on a 1 kHz copy
@@ -27,7 +25,7 @@ def low_spectrum(x: np.ndarray, sample_rate: int, *, top_hz: float = 400.0) -> S
     win = np.hanning(LOW_RATE)
     spec = np.abs(np.fft.rfft(fr * win, axis=1)[:, :top]) ** 2
     norm = 2.0 / (LOW_RATE * float(np.sum(win**2)))  # one-sided PSD
-    return np.arange(top, dtype=np.float64), percentile(spec, 20, axis=0) * norm, np.mean(spec, axis=0) * norm
+    return np.arange(top, dtype=np.float64), np.percentile(spec, 20, axis=0) * norm, np.mean(spec, axis=0) * norm
 
 
 def rumble_db(x: np.ndarray, sample_rate: int, *, below_hz: float = 60.0, spectrum: Spectrum | None = None) -> float:
@@ -147,7 +145,7 @@ def _lines_at(freqs: np.ndarray, psd: np.ndarray, centres: np.ndarray) -> tuple[
         i = idx[j]
         p = i - half + int(np.argmax(psd[i - half : i + half + 1]))
         near = np.concatenate((psd[i - hi_off : i - lo_off], psd[i + lo_off + 1 : i + hi_off + 1]))
-        floor = float(median(near)) + TINY
+        floor = float(np.median(near)) + TINY
         a, b, c = np.log(psd[p - 1 : p + 2] + TINY)
         shift = 0.5 * (a - c) / (a - 2 * b + c) if (a - 2 * b + c) < 0 else 0.0
         f_out[j] = (p + float(np.clip(shift, -0.5, 0.5))) * df

@@ -63,8 +63,8 @@ def window_quality_penalty(
     per 0.1 of speaker-change evidence over -0.05, per 0.1 % of clipped samples, and 2 for
     music filling the pauses). ``x`` is the window (mono or ``(channels, frames)``; channel 0 is
     judged), ``segments`` its speech in seconds from the window's start, ``mfccs`` the window's
-    MFCCs when the caller has them (see ``mfcc_slice``). About 15-25 ms for a 15 s window at
-    16 kHz; pure, so it can be called on every candidate.
+    MFCCs when the caller has them (see ``mfcc_slice``). Pure and cheap, so it can be called on
+    every candidate.
     """
     x = as_mono(x)
     segs = as_segments(segments)

@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.numeric import dct_matrix, median, percentile
+from pipeline.numeric import dct_matrix
 
 from .frames import ANALYSIS_RATE, frame_mask, frames_of
 
@@ -93,7 +93,7 @@ def speaker_change(
     energy = c[:, 0]
     if mask.sum() < 2 * min_side_s / MFCC_HOP_S + 1:
         return 0.0
-    keep = mask & (energy > percentile(energy[mask], 30))  # voiced, loud frames: less room noise
+    keep = mask & (energy > np.percentile(energy[mask], 30))  # voiced, loud frames: less room noise
     f = c[keep, 1:13]
     n = len(f)
     side = int(min_side_s / MFCC_HOP_S * 0.7)
@@ -134,7 +134,7 @@ def _two_means(m: np.ndarray, w: np.ndarray, *, min_share: float = 0.2, iters: i
     z = m - (w @ m) / total
     _, vecs = np.linalg.eigh((z * w[:, None]).T @ z)
     along = z @ vecs[:, -1]
-    starts = [z @ vecs[:, -i] > 0 for i in range(1, min(3, m.shape[1]) + 1)] + [along > median(along)]
+    starts = [z @ vecs[:, -i] > 0 for i in range(1, min(3, m.shape[1]) + 1)] + [along > np.median(along)]
     best: tuple[float, np.ndarray] | None = None
     for lab in starts:
         spread = 0.0
