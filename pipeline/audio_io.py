@@ -129,65 +129,6 @@ def _wav_truncation(path: str, size: int) -> tuple[float, float] | None:
     return None
 
 
-def _pcm16_layout(path: str, size: int) -> tuple[int, int, int, int, int] | None:
-    """(channels, rate, data offset, declared data bytes, present data bytes) of a plain
-    little-endian 16-bit PCM RIFF/WAVE file (format 1, or EXTENSIBLE with the PCM subformat);
-    None for anything else. The commonest upload is read with numpy alone, without loading
-    libsndfile (a start-up cost: docs/design.md), giving the same samples (int16 / 32768)."""
-    import struct
-
-    fmt: tuple[int, int, int] | None = None
-    try:
-        with open(path, "rb") as fh:
-            if fh.read(12)[:4] != b"RIFF":
-                return None
-            for cid, csize, body in _riff_chunks(fh, size):
-                if cid == b"fmt ":
-                    fmt_body = fh.read(min(csize, 40))
-                    if len(fmt_body) < 16:
-                        return None
-                    tag, channels, rate, _, align, bits = struct.unpack("<HHIIHH", fmt_body[:16])
-                    if tag == 0xFFFE and len(fmt_body) >= 26:
-                        tag = struct.unpack("<H", fmt_body[24:26])[0]  # the subformat GUID's first field
-                    if tag != 1 or bits != 16 or channels < 1 or rate < 1 or align != 2 * channels:
-                        return None
-                    fmt = (channels, rate, align)
-                elif cid == b"data":
-                    if fmt is None or csize == 0xFFFFFFFF:
-                        return None
-                    return fmt[0], fmt[1], body, csize, min(size - body, csize)
-    except (OSError, struct.error):
-        return None
-    return None
-
-
-def _probe_pcm16(path: str, size: int) -> SourceInfo | None:
-    layout = _pcm16_layout(path, size)
-    if layout is None:
-        return None
-    channels, rate, _, declared, present = layout
-    frames = present // (2 * channels)
-    if frames <= 0:
-        return None  # libsndfile / FFmpeg say what is wrong with it
-    if present < 0.99 * declared:
-        raise decoder_error(
-            path,
-            f"truncated: the header declares {declared / (2 * channels) / rate:.1f} s of audio, "
-            f"the file holds {frames / rate:.1f} s",
-            "the file was cut off while copying or recording; copy or export it again",
-        )
-    return SourceInfo(
-        path=path,
-        container="wav",
-        codec="pcm_s16le",
-        bit_depth=16,
-        channels=channels,
-        sample_rate=rate,
-        duration_s=frames / rate,
-        size_bytes=size,
-    )
-
-
 def _probe_soundfile(path: str, kind: str, size: int) -> SourceInfo | None:
     import soundfile as sf
 
@@ -271,10 +212,6 @@ def probe(path: str | os.PathLike[str]) -> SourceInfo:
 def _probe(p: str) -> SourceInfo:
     head, size = limits.read_head(p)
     kind = sniff(head)
-    if kind == "wav":
-        fast = _probe_pcm16(p, size)
-        if fast is not None:
-            return fast
     if kind in _SF_KINDS:
         info = _probe_soundfile(p, kind, size)
         if info is not None:
@@ -289,25 +226,6 @@ def _probe(p: str) -> SourceInfo:
                 )
             return info
     return _probe_av(p, size)
-
-
-def _blocks_pcm16(
-    path: str, layout: tuple[int, int, int, int, int], start: int, stop: int | None
-) -> Iterator[np.ndarray]:
-    channels, rate, offset, _, present = layout
-    frames = present // (2 * channels)
-    stop = frames if stop is None else min(stop, frames)
-    block = _block_frames(rate, channels)
-    with open(path, "rb") as fh:
-        for lo in range(start, stop, block):
-            n = min(block, stop - lo)
-            fh.seek(offset + 2 * channels * lo)
-            pcm = np.fromfile(fh, dtype="<i2", count=n * channels)
-            if pcm.size < n * channels:
-                raise EOFError("the data chunk ends early")
-            out = np.empty((channels, n), dtype=np.float32)
-            np.multiply(pcm.reshape(n, channels).T, np.float32(1 / 32768), out=out)
-            yield out
 
 
 def _blocks_soundfile(path: str, info: SourceInfo, start: int, stop: int | None) -> Iterator[np.ndarray]:
@@ -440,11 +358,8 @@ def iter_blocks(
     stop = None if end_s is None else max(int(round(end_s * sr)), start)
     # libsndfile's MP3 seeking is approximate and noisy on stderr: PyAV decodes MP3 exactly
     use_sf = info.container in _SF_KINDS and info.codec not in ("aac", "mp3")
-    layout = _pcm16_layout(path, info.size_bytes) if (info.container, info.codec) == ("wav", "pcm_s16le") else None
-    if layout is not None and (layout[0], layout[1]) == (info.channels, sr):
-        raw: Iterator[np.ndarray] = _blocks_pcm16(path, layout, start, stop)
-    elif use_sf:
-        raw = _blocks_soundfile(path, info, start, stop)
+    if use_sf:
+        raw: Iterator[np.ndarray] = _blocks_soundfile(path, info, start, stop)
     else:
         raw = _blocks_av(path, info, start, stop)
     resampler: Any = None

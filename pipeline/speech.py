@@ -56,25 +56,13 @@ def _silero() -> tuple[Any, Any]:
 def _webrtc_fresh(mode: int, rate: int, frame: int) -> Callable[[bytes, int], np.ndarray]:
     """A new webrtcvad detector as ``flags(pcm, n)``: its decision on each of the first ``n``
     frames of 16-bit ``pcm``. New per signal: it keeps a running noise estimate, so one reused
-    across signals would make each answer depend on the files processed before. It calls the C
-    extension directly when it can: the ``webrtcvad`` module reads its own version from the
-    package metadata at import, a start-up cost (docs/design.md)."""
-    step = 2 * frame
-    try:
-        import _webrtcvad
-    except ImportError:  # a webrtcvad build without the private extension module name
-        import webrtcvad
+    across signals would make each answer depend on the files processed before."""
+    import webrtcvad
 
-        vad = webrtcvad.Vad(mode)
-        return lambda pcm, n: np.fromiter(
-            (vad.is_speech(pcm[i : i + step], rate) for i in range(0, n * step, step)), dtype=bool, count=n
-        )
-    handle = _webrtcvad.create()
-    _webrtcvad.init(handle)
-    _webrtcvad.set_mode(handle, mode)
-    process = _webrtcvad.process
+    step = 2 * frame
+    vad = webrtcvad.Vad(mode)
     return lambda pcm, n: np.fromiter(
-        (process(handle, rate, pcm[i : i + step], frame) for i in range(0, n * step, step)), dtype=bool, count=n
+        (vad.is_speech(pcm[i : i + step], rate) for i in range(0, n * step, step)), dtype=bool, count=n
     )
 
 

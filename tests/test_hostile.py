@@ -55,7 +55,7 @@ def no_decoding(monkeypatch: pytest.MonkeyPatch) -> None:
     def refuse(*_a: object, **_k: object) -> Iterator[np.ndarray]:
         raise AssertionError("decoded a file that should have been refused from its header")
 
-    for name in ("_blocks_pcm16", "_blocks_soundfile", "_blocks_av"):
+    for name in ("_blocks_soundfile", "_blocks_av"):
         monkeypatch.setattr(audio_io, name, refuse)
 
 
