@@ -39,7 +39,7 @@ class Quality:
     provides: ClassVar[frozenset[Fact]] = frozenset()
 
     min_snr_db: float = option(20.0, "warn (low_snr) when the speech-to-noise ratio is under this (dB)", min=0.0, max=60.0)
-    refuse_snr_db: float = option(10.0, "refuse (InternalError) when the SNR is under this (dB)", min=0.0, max=40.0)
+    refuse_snr_db: float = option(10.0, "refuse (InternalError) when the SNR is under this (dB)", min=0.0, max=60.0)
     max_clipped_ratio: float = option(1e-4, "warn (clipping) when more than this share of samples sit on flat tops", min=0.0, max=0.1)
     max_loudness_spread_lu: float = option(
         12.0, "warn (unsteady_loudness) when 1 s loudness over speech spreads (P95-P10) more than this (LU)", above=0.0, max=40.0,
