@@ -69,12 +69,14 @@ class DaskExecutor:
     as does any other failure; a task the scheduler loses is resubmitted once. Nothing ends the
     batch early: when the scheduler itself is gone, every remaining task is ``crashed``."""
 
-    def __init__(self, scheduler: str | None = None, workers: int | None = None, *, client: Any = None) -> None:
+    def __init__(self, scheduler: str | None = None, workers: int | None = None, *, client: Any = None,
+                 connect_timeout_s: float = CONNECT_TIMEOUT_S) -> None:
         require()
         if scheduler is not None and client is not None:
             raise ValueError("give a scheduler address or a client, not both")
         self.scheduler = scheduler
         self.workers = max(1, workers if workers is not None else (os.cpu_count() or 1))
+        self.connect_timeout_s = connect_timeout_s
         self._client: Any = client
         self._own_client = client is None
         self._cluster: Any = None
@@ -98,7 +100,7 @@ class DaskExecutor:
             self._client = Client(self._cluster, set_as_default=False)
             return self._client
         try:
-            self._client = Client(self.scheduler, timeout=CONNECT_TIMEOUT_S, set_as_default=False)
+            self._client = Client(self.scheduler, timeout=self.connect_timeout_s, set_as_default=False)
         except (OSError, TimeoutError, ValueError) as exc:
             raise ConfigError(
                 f"cannot reach the Dask scheduler at {self.scheduler} ({type(exc).__name__}: {exc}); "
@@ -265,7 +267,7 @@ def _worker_chain(config: Config | None) -> Any:
     return worker
 
 
-def plan_bag(paths: Iterable[str], out: str, *, partition_size: int = 16) -> Any:
+def plan_bag(paths: Iterable[str], out: str, *, partition_size: int = 4) -> Any:
     """A ``dask.bag`` of the `Job`s ``plan(paths, out)`` makes (planned here, in this process:
     each input gets an output no other input shares)."""
     import dask.bag as db
