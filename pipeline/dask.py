@@ -28,6 +28,8 @@ WINDOW_PER_THREAD = 2  # tasks handed to the scheduler per worker thread: enough
 REFRESH_THREADS_S = 2.0  # how often the window follows workers that join or leave
 RESUBMITS = 1  # a task the scheduler cancelled or lost (not failed) is sent once more
 CLOSE_TIMEOUT_S = 5.0
+GONE = frozenset({"closing", "closed"})  # a Client's status once it gave up reconnecting to its scheduler
+SCHEDULER_GONE = "the Dask scheduler went away before this file was done"
 
 
 def require() -> None:
@@ -144,6 +146,9 @@ class DaskExecutor:
         try:
             while True:
                 while broken is None and (client is None or len(self._inflight) < self._window(client)):
+                    if client is not None and client.status in GONE:  # a closed client takes tasks it never runs
+                        broken = SCHEDULER_GONE
+                        break
                     nxt = next(pending, None)
                     if nxt is None:
                         break
@@ -164,6 +169,8 @@ class DaskExecutor:
                 future = next(done)
                 key, task, tries, _ = self._inflight.pop(future.key)
                 outcome, why = self._outcome(future)
+                if why == "lost" and client.status in GONE:
+                    broken = why = SCHEDULER_GONE
                 if why is None:
                     yield key, outcome
                 elif why == "lost" and tries < RESUBMITS and broken is None:

@@ -21,6 +21,7 @@ from conftest import FIXTURES, write_av
 from pipeline.cli import main
 from pipeline.dask import DaskExecutor, plan_bag, process_bag, process_delayed
 from pipeline.errors import ConfigError
+from pipeline.plan import plan
 
 READER = FIXTURES / "speech_librivox_16k.wav"
 BUCKET = "voices"
@@ -241,7 +242,7 @@ def test_a_file_that_kills_every_worker_it_reaches_is_that_files_error_and_submi
 def test_killing_a_worker_mid_batch_loses_no_input(cluster: str, tmp_path: Path):
     src, out, rep = tmp_path / "many", tmp_path / "out", tmp_path / "r.jsonl"
     src.mkdir()
-    for k in range(6):
+    for k in range(5):
         shutil.copy(READER, src / f"t{k:02d}.wav")
     pids = _wait_for_workers(cluster, 2)
     proc = subprocess.Popen(
@@ -261,7 +262,7 @@ def test_killing_a_worker_mid_batch_loses_no_input(cluster: str, tmp_path: Path)
             os.killpg(proc.pid, signal.SIGKILL)
     assert proc.returncode in (0, 1), err
     lines = _lines(rep)
-    assert sorted(Path(d["input"]).name for d in lines) == [f"t{k:02d}.wav" for k in range(6)]
+    assert sorted(Path(d["input"]).name for d in lines) == [f"t{k:02d}.wav" for k in range(5)]
     for d in lines:  # retried elsewhere, or that file's error
         assert d["status"] == "ok" or d["code"] == "voiceprep.UnexpectedError", d
         if d["status"] == "ok":
@@ -269,6 +270,38 @@ def test_killing_a_worker_mid_batch_loses_no_input(cluster: str, tmp_path: Path)
             assert 10.0 <= len(y) / sr <= 20.0
     assert not list(out.rglob("*.part"))
     _wait_for_workers(cluster, 2)
+
+
+def test_a_scheduler_that_goes_away_costs_the_files_not_done_an_error_each_not_the_batch(tmp_path: Path):
+    import threading
+
+    from pipeline import load_config
+    from pipeline.runner import run_batch
+
+    info = tmp_path / "scheduler.json"
+    proc = subprocess.Popen([sys.executable, "-m", "dask", "scheduler", "--host", "127.0.0.1", "--port", "0",
+                             "--scheduler-file", str(info), "--no-dashboard"], cwd=tmp_path, start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        for _ in range(int(START_TIMEOUT_S * 10)):
+            if info.exists():
+                break
+            time.sleep(0.1)
+        src = _one(tmp_path)
+        for k in range(5):
+            shutil.copy(READER, src / f"more{k}.wav")
+        # no worker: the files wait at the scheduler until it is killed
+        executor = DaskExecutor(json.loads(info.read_text())["address"], connect_timeout_s=1.0)
+        threading.Timer(1.0, lambda: os.killpg(proc.pid, signal.SIGKILL)).start()
+        results: list[Any] = []
+        run_batch(plan([str(src)], tmp_path / "out"), load_config(), tmp_path / "out", executor=executor,
+                  on_result=results.append)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    assert sorted(Path(r.input).name for r in results) == sorted(p.name for p in src.iterdir())
+    assert all(r.code == "voiceprep.UnexpectedError" and "scheduler went away" in r.message for r in results)
 
 
 def test_the_library_maps_the_chain_over_a_bag_and_over_delayed_tasks(
