@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 import signal
@@ -28,6 +29,9 @@ WINDOW_PER_THREAD = 2  # tasks handed to the scheduler per worker thread: enough
 REFRESH_THREADS_S = 2.0  # how often the window follows workers that join or leave
 RESUBMITS = 1  # a task the scheduler cancelled or lost (not failed) is sent once more
 CLOSE_TIMEOUT_S = 5.0
+M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameters
+HEAP_ARRAY_BYTES = 32 << 20  # the ceiling glibc's own sliding mmap threshold reaches
+KEPT_FREE_BYTES = 128 << 20
 GONE = frozenset({"closing", "closed"})  # a Client's status once it gave up reconnecting to its scheduler
 SCHEDULER_GONE = "the Dask scheduler went away before this file was done"
 
@@ -50,6 +54,31 @@ def dask_setup(worker: Any) -> None:
 
         with contextlib.suppress(OSError, AttributeError):
             ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+
+@functools.lru_cache(maxsize=1)
+def malloc_for_arrays() -> bool:
+    """Undo, in a Dask worker, what its nanny's ``MALLOC_TRIM_THRESHOLD_=65536`` does to glibc:
+    setting it freezes the mmap threshold at 128 KiB, so every array numpy frees goes back to the
+    kernel and the next one faults its pages in again (a batch took twice as long, most of it in
+    the kernel). Arrays up to 32 MiB come from the heap again and freed memory is kept up to
+    128 MiB, as glibc does by itself. Once per process; True when changed."""
+    if "MALLOC_TRIM_THRESHOLD_" not in os.environ or not sys.platform.startswith("linux"):
+        return False
+    import ctypes
+
+    try:
+        libc = ctypes.CDLL(None)
+        return bool(libc.mallopt(M_MMAP_THRESHOLD, HEAP_ARRAY_BYTES)) and bool(
+            libc.mallopt(M_TRIM_THRESHOLD, KEPT_FREE_BYTES))
+    except (OSError, AttributeError):
+        return False
+
+
+def _on_worker(fn: Callable[[T], R], task: T) -> R:
+    """A task as a Dask worker runs it: ``fn(task)`` with the allocator set for arrays."""
+    malloc_for_arrays()
+    return fn(task)
 
 
 def worker_version() -> str:
@@ -95,10 +124,15 @@ class DaskExecutor:
         from distributed import Client, LocalCluster
 
         if self.scheduler is None:
-            self._cluster = LocalCluster(
-                n_workers=self.workers, threads_per_worker=1, processes=True, host="127.0.0.1",
-                dashboard_address=None, silence_logs=logging.ERROR, preload=["pipeline.dask"],
-            )
+            import dask
+
+            # the workers' statistical profiler samples the running file's stack every 10 ms: no one
+            # looks at it here, and it costs the files time
+            with dask.config.set({"distributed.worker.profile.enabled": False}):
+                self._cluster = LocalCluster(
+                    n_workers=self.workers, threads_per_worker=1, processes=True, host="127.0.0.1",
+                    dashboard_address=None, silence_logs=logging.ERROR, preload=["pipeline.dask"],
+                )
             self._client = Client(self._cluster, set_as_default=False)
             return self._client
         try:
@@ -196,7 +230,7 @@ class DaskExecutor:
 
     def _submit(self, client: Any, fn: Callable[[Any], Any], key: int, task: Any, tries: int) -> Any:
         name = f"voiceprep-{self._token}-{key}" + (f"-{tries}" if tries else "")
-        future = client.submit(fn, task, key=name, pure=False)
+        future = client.submit(_on_worker, fn, task, key=name, pure=False)
         self._inflight[future.key] = (key, task, tries, future)
         return future
 
@@ -257,6 +291,7 @@ class DaskExecutor:
 
 
 def _process(job: Job, chain: Any) -> FileResult:
+    malloc_for_arrays()
     return work(job, chain, finish_here=True).result
 
 
