@@ -6,14 +6,15 @@ Builds the benchmark folder (tests/tools/benchmark.py's ``build_mixed``: 7 recor
 mixed WAV/MP3/M4A), starts `dask scheduler` on 127.0.0.1, then for 1 and 2 workers
 `dask worker --nworkers N --nthreads 1`; each cluster first runs the batch once (the workers
 import numpy, PyAV and onnxruntime and load the models: "cold"), then ``repeats`` timed runs
-(fresh processes of `voiceprep run --force` into an emptied folder; the two clusters, each with
+(fresh processes of `voiceprep run --force` into an emptied folder, each started once the
+machine has been quiet for a second, if it gets so within a minute; the two clusters, each with
 its own scheduler, stay up throughout and the runs alternate, so both see the same state of the
 machine). `--executor local --jobs 1` and `--jobs 2` are timed the same way for reference.
 
 This machine is shared: beside each run's wall time, the script measures how many cores other
 processes kept busy meanwhile (the machine's busy CPU time from /proc/stat, less that of the
-run and of the clusters' processes, over the wall time), and quotes the speed-ups both over
-every round and over the quiet rounds (others below 0.25 of a core during both runs compared).
+run and of the clusters' processes, over the wall time), and quotes the speed-ups (ratios of
+median wall times) both over every run and over the quiet runs (others below 0.25 of a core).
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ START_TIMEOUT_S = 120.0
 
 
 QUIET_CORES = 0.25
+QUIET_WAIT_S = 60.0
 TICK_S = 1.0 / os.sysconf("SC_CLK_TCK")
 
 
@@ -73,11 +75,23 @@ def _wait_for(address: str, n: int) -> None:
         client.wait_for_workers(n, timeout=START_TIMEOUT_S)
 
 
+def _await_quiet(sessions: set[int], wait_s: float) -> None:
+    """Wait (at most ``wait_s``) for a second in which other processes keep less than a tenth of
+    a core busy, so that a run starts on a quiet machine when there is one."""
+    deadline = time.monotonic() + wait_s
+    while time.monotonic() < deadline:
+        busy, ours = _busy_s(), _session_cpu_s(sessions)
+        time.sleep(1.0)
+        if (_busy_s() - busy) - (_session_cpu_s(sessions) - ours) < 0.1:
+            return
+
+
 def _timed_run(mixed: Path, out: Path, how: list[str], sessions: set[int]) -> tuple[float, float]:
     """(wall seconds, cores other processes kept busy meanwhile) of a fresh `voiceprep run`."""
     import resource
 
     shutil.rmtree(out, ignore_errors=True)
+    _await_quiet(sessions, QUIET_WAIT_S)
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     busy, ours = _busy_s(), _session_cpu_s(sessions)
     t = time.perf_counter()
@@ -143,10 +157,12 @@ def main() -> int:
     audio_s = sum(m[1] for m in MIXED)
 
     def speedup(slow: str, fast: str, quiet: bool) -> dict[str, object]:
-        pairs = [(a[0] / b[0], max(a[1], b[1])) for a, b in zip(times[slow], times[fast])]
-        kept = [r for r, others in pairs if others < QUIET_CORES or not quiet]
-        return {"median": round(statistics.median(kept), 2) if kept else None, "rounds": len(kept),
-                "each": [round(r, 2) for r in kept]}
+        """The ratio of the median wall times (of the runs during which others kept less than
+        QUIET_CORES busy, when ``quiet``), with how many runs of each went in."""
+        a = [w for w, others in times[slow] if others < QUIET_CORES or not quiet]
+        b = [w for w, others in times[fast] if others < QUIET_CORES or not quiet]
+        ratio = round(statistics.median(a) / statistics.median(b), 2) if a and b else None
+        return {"ratio_of_medians": ratio, "runs": [len(a), len(b)]}
 
     result = {
         "audio_s": audio_s,
