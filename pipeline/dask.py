@@ -25,7 +25,9 @@ R = TypeVar("R")
 
 INSTALL_HINT = "pip install 'voiceprep[dask]'"
 CONNECT_TIMEOUT_S = 10.0
-WINDOW_PER_THREAD = 2  # tasks handed to the scheduler per worker thread: enough to keep each busy
+# Tasks with the scheduler per worker thread. One: a second would wait on a worker behind a long
+# file while another worker idles (Dask hands each one-thread worker up to two tasks at once).
+WINDOW_PER_THREAD = 1
 REFRESH_THREADS_S = 2.0  # how often the window follows workers that join or leave
 RESUBMITS = 1  # a task the scheduler cancelled or lost (not failed) is sent once more
 CLOSE_TIMEOUT_S = 5.0
@@ -93,8 +95,9 @@ class DaskExecutor:
     the caller made, or else a local cluster of ``workers`` processes with one thread each
     (started only when the first task arrives, closed with the batch).
 
-    At most a window of tasks (``WINDOW_PER_THREAD`` per worker thread) is with the scheduler
-    at once, so the plan streams; results come back as they complete. A worker that dies while
+    At most one task per worker thread is with the scheduler at once (so the plan streams, and
+    no file waits behind a long one while a worker is free); they start in the plan's order and
+    come back as they complete. A worker that dies while
     running a task: the scheduler runs the task again elsewhere, and after its
     ``allowed-failures`` it fails with KilledWorker, which becomes that task's ``crashed`` result,
     as does any other failure; a task the scheduler loses is resubmitted once. Nothing ends the
@@ -167,7 +170,7 @@ class DaskExecutor:
             with contextlib.suppress(Exception):
                 self._threads = sum(client.nthreads().values())
             self._threads_at = now
-        return max(2, WINDOW_PER_THREAD * self._threads)
+        return max(1, WINDOW_PER_THREAD * self._threads)
 
     def map(self, fn: Callable[[T], R], tasks: Iterable[tuple[int, T]],
             crashed: Callable[[int, T, str], R]) -> Iterator[tuple[int, R]]:
@@ -230,7 +233,8 @@ class DaskExecutor:
 
     def _submit(self, client: Any, fn: Callable[[Any], Any], key: int, task: Any, tries: int) -> Any:
         name = f"voiceprep-{self._token}-{key}" + (f"-{tries}" if tries else "")
-        future = client.submit(_on_worker, fn, task, key=name, pure=False)
+        # in the plan's order (tasks handed over together would otherwise start in any order)
+        future = client.submit(_on_worker, fn, task, key=name, pure=False, priority=-key)
         self._inflight[future.key] = (key, task, tries, future)
         return future
 

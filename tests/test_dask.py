@@ -236,7 +236,7 @@ def test_a_file_that_kills_every_worker_it_reaches_is_that_files_error_and_submi
     for k, v in results.items():  # a task the dying workers held may share their fate (it never runs twice)
         assert k == 3 or v == k * 10 or "died" in str(v), (k, v)
     assert sum(v == k * 10 for k, v in results.items()) >= 9
-    assert most[0] <= 2 * 2  # never more than two tasks per worker thread handed over
+    assert most[0] <= 2  # never more tasks handed over than the two workers have threads
 
 
 def test_killing_a_worker_mid_batch_loses_no_input(cluster: str, tmp_path: Path):
