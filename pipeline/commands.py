@@ -152,14 +152,24 @@ def register_run(sub: Any) -> None:
         "never modified; outputs are written atomically. An input unchanged since its output was made (same "
         "content, chain, options and voiceprep version, remembered in DIR/.voiceprep/) is not processed again. "
         "Files that cannot be saved are refused with the service's code and a hint. Ctrl-C stops at once, "
-        "leaving nothing partial: run the same command again to finish the batch.",
+        "leaving nothing partial: run the same command again to finish the batch. Inputs and --out may be "
+        "fsspec URLs (s3://bucket/prefix/, with the 'cloud' extra); --executor dask runs the files on a Dask "
+        "cluster (the 'dask' extra; see docs/scale.md).",
         epilog=CODES_EPILOG + "\n  130 interrupted (Ctrl-C)",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("paths", nargs="+", metavar="PATH", help="files, or folders searched recursively for audio")
     p.add_argument("--out", required=True, metavar="DIR", help="output folder (created if missing)")
     p.add_argument("--config", metavar="PIPELINE.yaml", help="pipeline file (default: the bundled pipeline.yaml)")
-    p.add_argument("--jobs", type=int, default=None, metavar="N", help="worker processes (default: number of cores)")
+    p.add_argument("--jobs", type=int, default=None, metavar="N",
+                   help="worker processes of --executor local (default: number of cores)")
+    p.add_argument("--executor", choices=("local", "dask"), default="local",
+                   help="where files are processed: worker processes here (local, the default) or a Dask cluster")
+    p.add_argument("--scheduler", metavar="ADDRESS",
+                   help="with --executor dask: join the cluster of this scheduler (tcp://HOST:PORT)")
+    p.add_argument("--workers", type=int, default=None, metavar="N",
+                   help="with --executor dask and no --scheduler: start a local cluster of N worker processes, "
+                   "one thread each (default: number of cores)")
     p.add_argument("--report", metavar="FILE.jsonl",
                    help="write one JSON line per input of this run to this file (rewritten each run)")
     p.add_argument("--json", action="store_true", help="print the report's JSON lines on stdout instead of text lines")
@@ -174,8 +184,8 @@ def register_run(sub: Any) -> None:
 
 def cmd_run(args: argparse.Namespace) -> int:
     import itertools
-    import os
 
+    from . import storage
     from .errors import ConfigError
     from .report import shown
     from .runner import plan, run_batch
@@ -183,13 +193,14 @@ def cmd_run(args: argparse.Namespace) -> int:
     cfg = _config(args.config)
     if cfg is None:
         return 2
-    if args.jobs is not None and args.jobs < 1:
-        sys.stderr.write("voiceprep: error: --jobs must be at least 1\n")
-        return 2
-    if os.path.exists(args.out) and not os.path.isdir(args.out):
-        sys.stderr.write(f"voiceprep: error: --out {args.out} is a file, not a folder\n")
+    usage = _executor_usage(args)
+    if usage is not None:
+        sys.stderr.write(f"voiceprep: error: {usage}\n")
         return 2
     try:
+        if storage.exists(args.out) and not storage.isdir(args.out):
+            sys.stderr.write(f"voiceprep: error: --out {args.out} is a file, not a folder\n")
+            return 2
         planned = plan(args.paths, args.out)
         first = next(planned, None)
     except ConfigError as exc:
@@ -200,6 +211,15 @@ def cmd_run(args: argparse.Namespace) -> int:
         return 2
     progress = sys.stderr.isatty() and not args.quiet and not args.json
     page: list[dict[str, Any]] = []
+    executor = None
+    if args.executor == "dask":
+        try:
+            from .dask import DaskExecutor
+
+            executor = DaskExecutor(args.scheduler, args.workers)
+        except ConfigError as exc:
+            sys.stderr.write(f"voiceprep: error: {exc}\n")
+            return 2
 
     def show(res: Any) -> None:
         if args.html:
@@ -216,6 +236,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             cfg,
             args.out,
             jobs=args.jobs,
+            executor=executor,
             report=args.report,
             force=args.force,
             prune=args.prune,
@@ -225,6 +246,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     except ConfigError as exc:  # e.g. the enroll stage's settings, checked when its client opens, before any file
         sys.stderr.write(f"voiceprep: config error: {exc}\n")
         return 2
+    finally:
+        if executor is not None:
+            executor.stop()
     for orphan in outcome.orphans:
         verb = "removed" if args.prune else "left (--prune removes it)"
         sys.stderr.write(f"voiceprep: {shown(orphan.output)}: its input {shown(orphan.input)} is gone; {verb}\n")
@@ -238,6 +262,25 @@ def cmd_run(args: argparse.Namespace) -> int:
         sys.stderr.write("voiceprep: interrupted; run the same command again to finish the batch\n")
         return 130
     return 0 if outcome.summary.refused == 0 else 1
+
+
+def _executor_usage(args: argparse.Namespace) -> str | None:
+    """What is wrong with run's --jobs, --executor, --scheduler, --workers and --report, if anything."""
+    from .storage import is_url
+
+    if args.jobs is not None and args.jobs < 1:
+        return "--jobs must be at least 1"
+    if args.workers is not None and args.workers < 1:
+        return "--workers must be at least 1"
+    if args.executor != "dask" and (args.scheduler is not None or args.workers is not None):
+        return "--scheduler and --workers go with --executor dask"
+    if args.executor == "dask" and args.jobs is not None:
+        return "--jobs is for --executor local; with --executor dask, --workers N starts a local cluster"
+    if args.scheduler is not None and args.workers is not None:
+        return "--scheduler joins a running cluster and --workers starts a local one: give one of them"
+    if args.report is not None and is_url(args.report):
+        return "--report must be a local file (it grows line by line as files finish)"
+    return None
 
 
 def stages_markdown() -> str:

@@ -8,6 +8,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from . import storage
 from .errors import ConfigError
 
 AUDIO_SUFFIXES = frozenset(
@@ -96,6 +97,8 @@ def output_names(files: Iterable[str], taken: Iterable[str] = ()) -> dict[str, s
 
 
 def _same(a: str, b: str) -> bool:
+    if storage.is_url(a) or storage.is_url(b):
+        return storage.same(a, b)
     try:
         return os.path.samefile(a, b)
     except OSError:
@@ -103,13 +106,19 @@ def _same(a: str, b: str) -> bool:
 
 
 def _is_output_folder(path: str) -> bool:
+    if storage.is_url(path):
+        return storage.isdir(storage.join(path, STATE_DIR))
     return os.path.isdir(os.path.join(path, STATE_DIR))
 
 
 def _listing(folder: str) -> tuple[list[str], list[str]]:
     """(audio entries, subfolders) of ``folder``, hidden names left out. Audio entries are any
     non-folder entry with an audio suffix (regular files, and FIFOs, sockets, devices or broken
-    links too: each of those is refused with a verdict, never skipped silently)."""
+    links too: each of those is refused with a verdict, never skipped silently). A URL's folder
+    is listed through fsspec."""
+    if storage.is_url(folder):
+        names, dirs = storage.listing(folder)
+        return [n for n in names if is_audio_name(n)], dirs
     files, dirs = [], []
     try:
         with os.scandir(folder) as it:
@@ -137,14 +146,14 @@ def _walk(folder: str, out_folder: str | None, skip: str | None) -> Iterator[tup
     files.sort()
     namer = _Namer(files, taken=dirs) if out_folder is not None else None
     for f in files:
-        output = os.path.join(out_folder, namer.name(f)) if out_folder is not None and namer is not None else None
-        yield os.path.join(folder, f), output
+        output = storage.join(out_folder, namer.name(f)) if out_folder is not None and namer is not None else None
+        yield storage.join(folder, f), output
     del files, namer  # the subfolders' walks need not hold this folder's names
     for d in dirs:
-        sub = os.path.join(folder, d)
+        sub = storage.join(folder, d)
         if (skip is not None and _same(sub, skip)) or _is_output_folder(sub):
             continue
-        yield from _walk(sub, os.path.join(out_folder, d) if out_folder is not None else None, skip)
+        yield from _walk(sub, storage.join(out_folder, d) if out_folder is not None else None, skip)
 
 
 def find(paths: Iterable[str]) -> Iterator[str]:
@@ -161,34 +170,41 @@ def find(paths: Iterable[str]) -> Iterator[str]:
 def _labels(paths: list[str]) -> list[str]:
     """Top-level output names for several inputs: each folder a subfolder named after it, each
     file a name of its own (``output_names``), all distinct."""
-    dirs = [p for p in paths if os.path.isdir(p)]
-    files = [p for p in paths if not os.path.isdir(p)]
+    is_dir = {p: storage.isdir(p) for p in paths}
+    dirs = [p for p in paths if is_dir[p]]
+    files = [p for p in paths if not is_dir[p]]
     used: set[str] = set()
     dir_label: dict[str, str] = {}
     for d in dirs:
-        base = os.path.basename(os.path.normpath(os.path.abspath(d))) or "input"
+        base = storage.basename(d) or "input"
         label, k = base, 1
         while label in used:
             k += 1
             label = f"{base}~{k}"
         dir_label[d] = label
         used.add(label)
-    by_name = output_names([os.path.basename(f) for f in files], taken=used)
-    return [dir_label[p] if p in dir_label else by_name[os.path.basename(p)] for p in paths]
+    by_name = output_names([_name(f) for f in files], taken=used)
+    return [dir_label[p] if p in dir_label else by_name[_name(p)] for p in paths]
+
+
+def _name(path: str) -> str:
+    """A file's own name (a URL's last part)."""
+    return storage.basename(path) if storage.is_url(path) else os.path.basename(path)
 
 
 def check_out(paths: list[str], out_dir: str) -> None:
     """Refuse (ConfigError) an output folder that would overwrite an input: ``--out`` equal to an
     input folder, or a file named directly whose output would be the file itself."""
     for p in paths:
-        if os.path.isdir(p) and _same(p, out_dir):
+        if storage.isdir(p) and _same(p, out_dir):
             raise ConfigError(f"--out {out_dir} is the input folder {p}: outputs would replace inputs; choose another folder")
     if len(set(paths)) != len(paths):
         raise ConfigError("an input is named twice on the command line")
     for p, label in zip(paths, _labels(paths) if len(paths) > 1 else [None] * len(paths)):
-        if not os.path.isdir(p):
-            name = label or output_names([os.path.basename(p)])[os.path.basename(p)]
-            if os.path.abspath(os.path.join(out_dir, name)) == os.path.abspath(p) or _same(os.path.join(out_dir, name), p):
+        if not storage.isdir(p):
+            name = label or output_names([_name(p)])[_name(p)]
+            target = storage.join(out_dir, name)
+            if storage.canonical(target) == storage.canonical(p) or _same(target, p):
                 raise ConfigError(f"--out {out_dir} would overwrite the input {p}; choose another folder")
 
 
@@ -199,17 +215,18 @@ def plan(paths: Iterable[str], out_dir: str | Path) -> Iterator[Job]:
     Several: each folder is mirrored in a subfolder named after it, each file goes to the top.
     Within a folder ``take.m4a`` becomes ``take.wav`` unless another input shares the stem (then
     ``take.m4a.wav``); distinct inputs never share an output. The output folder, when it lies
-    inside an input folder, is not walked, nor is any folder holding a voiceprep state.
+    inside an input folder, is not walked, nor is any folder holding a voiceprep state. Inputs
+    and ``out_dir`` may be fsspec URLs (``s3://bucket/prefix/``), each side independently.
     """
     roots = list(paths)
     out = os.fspath(out_dir)
     check_out(roots, out)
     labels: list[str | None] = list(_labels(roots)) if len(roots) > 1 else [None]
     for root, label in zip(roots, labels):
-        if os.path.isdir(root):
-            target = out if label is None else os.path.join(out, label)
+        if storage.isdir(root):
+            target = out if label is None else storage.join(out, label)
             for path, output in _walk(root, target, out):
                 yield Job(path, output or "")
         else:
-            name = label or output_names([os.path.basename(root)])[os.path.basename(root)]
-            yield Job(root, os.path.join(out, name))
+            name = label or output_names([_name(root)])[_name(root)]
+            yield Job(root, storage.join(out, name))

@@ -1,6 +1,7 @@
 """Run the `run` chain over a batch: skip what is unchanged, process the rest in workers, report, write.
 
-Only the runner reads and writes files. Per input: probe, scout if long (the chain up to its
+Only the runner reads and writes files (through pipeline/storage.py: local paths or fsspec
+URLs, an input behind a URL fetched to a local temporary copy first). Per input: probe, scout if long (the chain up to its
 `Scouting` stage on a few stretches), decode, the chain's worker part, then in the coordinating
 process its `Session` stages (enrollment), then the writer. Nothing is held per input beyond
 what is in flight: plans, results and reports stream. One bad file never stops the batch.
@@ -8,6 +9,7 @@ what is in flight: plans, results and reports stream. One bad file never stops t
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import os
 import stat
@@ -24,10 +26,11 @@ from typing import IO, Any
 
 import numpy as np
 
-from .audio_io import decode, probe
+from . import storage
+from .audio_io import decode, decoder_error, probe
 from .clip import Clip, SpeechMap
 from .config import Config
-from .errors import PipelineError
+from .errors import ConfigError, PipelineError
 from .executors import Executor, LocalPool, Serial
 from .manifest import Fingerprint, Manifest, Orphan, chain_key
 from .pipeline import Pipeline
@@ -35,7 +38,6 @@ from .plan import Job, plan
 from .report import FileResult, Summary, summary, write_line
 from .report_page.envelope import EnvelopeBuilder, envelope
 from .scout import LONG_INPUT_S, best_region
-from .writer import discard_temp, write_atomic
 
 LOOKAHEAD = 4096  # planned inputs read ahead of the workers (for the progress bar's total)
 
@@ -62,10 +64,11 @@ class Seen:
     span: tuple[float, float] | None = None
 
 
-def _decoded(job: Job, chain: Pipeline) -> tuple[Clip, Seen]:
-    """The input as the chain starts from, and how it looked: a long input is scouted and only the
-    region around its best cut is decoded, carrying the speech found there."""
-    info = probe(job.input)
+def _decoded(path: str, chain: Pipeline) -> tuple[Clip, Seen]:
+    """The input (the local file ``path``) as the chain starts from, and how it looked: a long
+    input is scouted and only the region around its best cut is decoded, carrying the speech
+    found there."""
+    info = probe(path)
     scouting = chain.scouting() if info.duration_s > LONG_INPUT_S else None
     if scouting is not None:
         env = EnvelopeBuilder(int(info.duration_s * info.sample_rate))
@@ -105,10 +108,12 @@ def plot(seen: Seen | None, clip: Clip | None = None, refused: SpeechMap | None 
     return out
 
 
-def _fingerprint(path: str) -> Fingerprint | None:
+def _fingerprint(path: str, local: str) -> Fingerprint | None:
     """The input's fingerprint, or None for anything but a readable regular file (a FIFO is
-    never opened: the probe refuses it)."""
+    never opened: the probe refuses it). ``local`` holds the content of a URL's input."""
     try:
+        if local != path:
+            return Fingerprint.of(path, local)
         if not stat.S_ISREG(os.stat(path).st_mode):
             return None
         return Fingerprint.of(path)
@@ -118,12 +123,28 @@ def _fingerprint(path: str) -> Fingerprint | None:
 
 def work(job: Job, chain: Pipeline, *, finish_here: bool) -> Worked:
     """Take one input through ``chain`` (the worker part of the `run` chain); with ``finish_here``
-    also write the output. Never raises for a bad file."""
-    discard_temp(job.output)  # what a killed run may have left
-    fingerprint = _fingerprint(job.input)
+    also write the output. An input behind a URL is decoded from a local temporary copy. Never
+    raises for a bad file."""
+    storage.discard_temp(job.output)  # what a killed run may have left
+    try:
+        with storage.local_copy(job.input) as local:
+            return _work_on(job, local, chain, finish_here)
+    except OSError as exc:  # a URL's object that cannot be fetched (a local path is read below)
+        reason = exc.strerror or (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
+        return Worked(_rejected(job, decoder_error(job.input, f"cannot open: {reason}", "check the URL and your access to it")))
+    except ConfigError as exc:  # this worker lacks fsspec or the URL's protocol package
+        return Worked(FileResult(input=job.input, status="rejected", code="voiceprep.ConfigError", message=exc.message,
+                                 hint="install voiceprep with the same extras wherever workers run"))
+
+
+def _work_on(job: Job, local: str, chain: Pipeline, finish_here: bool) -> Worked:
+    """``work`` on the local file ``local`` holding ``job.input``'s content."""
+    fingerprint = _fingerprint(job.input, local)
     seen: Seen | None = None
     try:
-        clip, seen = _decoded(job, chain)
+        clip, seen = _decoded(local, chain)
+        if local != job.input:  # the clip names its input, not the temporary copy
+            clip = clip.replace(source=dataclasses.replace(clip.source, path=job.input))
         clip = chain(clip)
         if not finish_here:
             return Worked(_result_ok(job, clip, seen), clip, fingerprint, seen)
@@ -158,7 +179,7 @@ def process_file(job: Job, config: Config) -> FileResult:
 def _written(job: Job, clip: Clip, seen: Seen | None) -> FileResult:
     if clip.encoded is None:  # the chain is checked to encode: only a library-built chain gets here
         raise ValueError("the chain made no WAV (no `encode` stage)")
-    write_atomic(job.output, clip.encoded)
+    storage.write(job.output, clip.encoded)
     return _result_ok(job, clip, seen)
 
 
@@ -295,7 +316,7 @@ def run_batch(
         outcome.interrupted = True
         executor.stop()
         for job in handed.values():
-            discard_temp(job.output)
+            storage.discard_temp(job.output)
     finally:
         manifest.close()
         if fh is not None:
