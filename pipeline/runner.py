@@ -24,8 +24,6 @@ from functools import partial
 from pathlib import Path
 from typing import IO, Any
 
-import numpy as np
-
 from . import storage
 from .audio_io import decode, decoder_error, probe
 from .clip import Clip, SpeechMap
@@ -79,8 +77,7 @@ def _decoded(path: str, chain: Pipeline) -> tuple[Clip, Seen]:
             clip = clip.replace(speech=SpeechMap(segments=found, runs=found, duration_s=clip.duration_s))
             return clip, Seen(info.duration_s, env.values(), (region.start_s, region.end_s))
     clip = decode(info)
-    peaks = clip.samples[0] if clip.channels == 1 else np.max(np.abs(clip.samples), axis=0)
-    return clip, Seen(clip.duration_s, envelope(peaks))
+    return clip, Seen(clip.duration_s, envelope(clip.samples))
 
 
 def plot(seen: Seen | None, clip: Clip | None = None, refused: SpeechMap | None = None) -> dict[str, Any] | None:

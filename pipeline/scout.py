@@ -50,7 +50,7 @@ def activity(info: SourceInfo, envelope: EnvelopeBuilder | None = None) -> np.nd
     unit = 30 * (3 * ACTIVITY_RATE // 100)
     for block in iter_blocks(info):
         if envelope is not None:
-            envelope.add(block[0] if block.shape[0] == 1 else np.max(np.abs(block), axis=0))
+            envelope.add(block)
         # every 4th sample is plenty to tell which side is louder
         loudest = int(np.argmax([float(np.dot(r[::4], r[::4])) for r in block])) if block.shape[0] > 1 else 0
         x = block[loudest]

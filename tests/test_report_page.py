@@ -245,6 +245,21 @@ def test_envelope_is_the_peak_per_bin_and_the_same_from_blocks(librivox):
     assert envelope(np.zeros(0, np.float32)) == [] and len(envelope(x[:100])) == 100
 
 
+def test_envelope_of_several_channels_is_their_peak_and_bad_samples_do_not_spread(librivox):
+    x = librivox[0][0]
+    quiet = (x * 0.25).astype(np.float32)
+    # the voice moves to the second channel halfway: each bin shows the louder of the two
+    half = len(x) // 2
+    stereo = np.stack([np.r_[x[:half], quiet[half:]], np.r_[quiet[:half], x[half:]]])
+    assert envelope(stereo) == envelope(x)
+    broken = x.copy()
+    broken[10], broken[20] = np.nan, np.inf  # both in the first bin
+    env, clean = envelope(broken), envelope(x)
+    assert env[0] == 255 and env[1:] == clean[1:]
+    broken[20] = 0.0
+    assert envelope(broken)[0] == envelope(np.where(np.isnan(broken), 0.0, broken))[0]
+
+
 def test_write_page_replaces_the_file_atomically(takes, tmp_path):
     target = tmp_path / "site" / "report.html"
     old = os.umask(0o022)
