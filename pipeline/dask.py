@@ -96,9 +96,9 @@ class DaskExecutor:
     (started only when the first task arrives, closed with the batch).
 
     At most one task per worker thread is with the scheduler at once (so the plan streams, and
-    no file waits behind a long one while a worker is free); they start in the plan's order and
-    come back as they complete. A worker that dies while
-    running a task: the scheduler runs the task again elsewhere, and after its
+    no file waits behind a long one while a worker is free); they start in the order the runner
+    hands them (largest first) and come back as they complete. A worker that dies while running a
+    task: the scheduler runs the task again elsewhere, and after its
     ``allowed-failures`` it fails with KilledWorker, which becomes that task's ``crashed`` result,
     as does any other failure; a task the scheduler loses is resubmitted once. Nothing ends the
     batch early: when the scheduler itself is gone, every remaining task is ``crashed``."""
@@ -233,7 +233,7 @@ class DaskExecutor:
 
     def _submit(self, client: Any, fn: Callable[[Any], Any], key: int, task: Any, tries: int) -> Any:
         name = f"voiceprep-{self._token}-{key}" + (f"-{tries}" if tries else "")
-        # in the plan's order (tasks handed over together would otherwise start in any order)
+        # in the order handed (tasks handed over together would otherwise start in any order)
         future = client.submit(_on_worker, fn, task, key=name, pure=False, priority=-key)
         self._inflight[future.key] = (key, task, tries, future)
         return future

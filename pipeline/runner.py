@@ -10,6 +10,7 @@ what is in flight: plans, results and reports stream. One bad file never stops t
 from __future__ import annotations
 
 import dataclasses
+import heapq
 import itertools
 import os
 import stat
@@ -285,7 +286,7 @@ def run_batch(
             bar.advance()
 
     def tasks() -> Iterator[tuple[int, Job]]:
-        for key, job in enumerate(_drain(ahead, rest)):
+        for key, job in enumerate(_drain(ahead, rest, largest_first=not isinstance(executor, Serial))):
             earlier = None if force else manifest.unchanged(job.input, job.output)
             if earlier is not None:
                 emit(earlier)
@@ -324,13 +325,37 @@ def run_batch(
     return outcome
 
 
-def _drain(ahead: deque[Job], rest: Iterator[Job]) -> Iterator[Job]:
-    """The jobs read ahead, then the rest of the plan, keeping ``ahead`` topped up."""
-    while ahead:
-        yield ahead.popleft()
+def _drain(ahead: deque[Job], rest: Iterator[Job], *, largest_first: bool) -> Iterator[Job]:
+    """The jobs read ahead, then the rest of the plan, keeping ``ahead`` topped up. With
+    ``largest_first`` (several workers) the largest local input read ahead goes next: a long
+    recording started last would keep one worker busy while the others idle at the batch's end.
+    Equal sizes and URL inputs keep the plan's order."""
+    if not largest_first:
+        while ahead:
+            yield ahead.popleft()
+            nxt = next(rest, None)
+            if nxt is not None:
+                ahead.append(nxt)
+        return
+    heap = [(-_size(job.input), n, job) for n, job in enumerate(ahead)]
+    ahead.clear()
+    heapq.heapify(heap)
+    count = len(heap)
+    while heap:
+        yield heapq.heappop(heap)[2]
         nxt = next(rest, None)
         if nxt is not None:
-            ahead.append(nxt)
+            heapq.heappush(heap, (-_size(nxt.input), count, nxt))
+            count += 1
+
+
+def _size(path: str) -> int:
+    if storage.is_url(path):
+        return 0  # asking the store would cost a request per input
+    try:
+        return os.stat(path).st_size
+    except OSError:
+        return 0
 
 
 def _open_report(report: str | Path | None) -> IO[str] | None:

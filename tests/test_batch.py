@@ -24,6 +24,7 @@ from pipeline import config
 from pipeline.cli import main
 from pipeline.executors import LocalPool
 from pipeline.plan import output_names, plan
+from pipeline.runner import run_batch
 
 READER = FIXTURES / "speech_librivox_16k.wav"
 
@@ -100,6 +101,40 @@ def test_outputs_of_vanished_inputs_are_listed_and_pruned_only_when_asked(tmp_pa
     assert "take0.wav" in capsys.readouterr().err and (out / "take0.wav").exists()
     _run(src, out, rep, "--prune")
     assert not (out / "take0.wav").exists()
+
+
+class _Recording:
+    """An executor of several workers (as the runner sees it) that runs each task here, in the
+    order it is handed them, and notes that order."""
+
+    def __init__(self) -> None:
+        self.order: list[str] = []
+
+    def map(self, fn, tasks, crashed):
+        for key, job in tasks:
+            self.order.append(Path(job.input).name)
+            yield key, fn(job)
+
+    def stop(self) -> list[int]:
+        return []
+
+
+def test_several_workers_start_with_the_largest_inputs(tmp_path: Path):
+    # a long recording handed out last keeps one worker busy while the others idle
+    src = tmp_path / "in"
+    src.mkdir()
+    x, sr = sf.read(READER, dtype="float32")
+    for name, seconds in (("a_short", 12), ("b_long", 30), ("c_mid", 20), ("d_mid", 20)):
+        sf.write(src / f"{name}.wav", x[: sr * seconds], sr, subtype="PCM_16")
+    cfg = config.load()
+    executor = _Recording()
+    results: list = []
+    run_batch(plan([str(src)], tmp_path / "out"), cfg, tmp_path / "out", executor=executor, on_result=results.append)
+    assert executor.order == ["b_long.wav", "c_mid.wav", "d_mid.wav", "a_short.wav"]  # equal sizes: plan order
+    assert len(results) == 4
+    serial: list = []
+    run_batch(plan([str(src)], tmp_path / "out2"), cfg, tmp_path / "out2", jobs=1, on_result=serial.append)
+    assert [Path(r.input).name for r in serial] == ["a_short.wav", "b_long.wav", "c_mid.wav", "d_mid.wav"]
 
 
 def test_outputs_get_ordinary_permissions(tmp_path: Path):
