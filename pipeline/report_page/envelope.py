@@ -48,8 +48,10 @@ class EnvelopeBuilder:
         self.seen += n
         if not n or not self.bins:
             return
-        level = np.abs(block.astype(np.float32, copy=False))
-        peak = level[0] if len(level) == 1 else np.fmax.reduce(level, axis=0)
+        # row by row: decoders hand over interleaved channels, across which a reduction is slow
+        peak = np.abs(block[0].astype(np.float32, copy=False))
+        for row in block[1:]:
+            np.fmax(peak, np.abs(row), out=peak)
         # sample p lies in bin floor(p * bins / frames) (the last bin takes any excess), so bin k
         # starts at ceil(k * frames / bins): the block is reduced bin by bin in one pass
         first, last = self._bin(start), self._bin(start + n - 1)
