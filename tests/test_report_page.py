@@ -18,7 +18,7 @@ from pipeline import config as config_mod
 from pipeline.cli import main
 from pipeline.report_page import limits_from_config, render_page, write_page
 from pipeline.report_page.envelope import EnvelopeBuilder, envelope
-from pipeline.report_page.measures import FAIL, MEASURES, WARN
+from pipeline.report_page.measures import FAIL, LIMIT_TEXTS, MEASURES, WARN, limit_rows
 from pipeline.report_page.page import page_data
 
 PER_TAKE_LIMIT = 80_000
@@ -341,3 +341,18 @@ def test_run_and_check_carry_the_plot_the_page_draws(tmp_path: Path):
     assert page.count("data-input=") == 2
     verdict = check(src / "take.wav", plot=True)
     assert verdict.plot is not None and verdict.plot["speech"] and verdict.plot["output_env"] is None
+
+
+def test_the_limits_row_reads_the_configs_thresholds():
+    limits = limits_from_config(config_mod.load())
+    # every limit the table shows is one the config gives, and every measure has a row
+    assert {t.option for t in LIMIT_TEXTS.values() if t.option is not None} <= set(limits)
+    rows = {key: (text, whose) for key, _, text, whose in limit_rows(limits)}
+    assert set(rows) == {m.key for m in MEASURES}
+    assert rows["snr_db"] == (f"\u2265 {limits['min_snr_db']:.0f} dB; refused under {limits['refuse_snr_db']:.0f}", "ours")
+    assert rows["sample_rate"] == ("\u2265 16 kHz", "service") and rows["size_bytes"] == ("\u2264 10 MB", "service")
+    assert rows["duration_s"][0].endswith(f"clips {limits['clip_min_s']:.0f}\u2013{limits['clip_max_s']:.0f} s")
+    # a threshold missing from the limits leaves its row without one; the optional parts go alone
+    fewer = {k: v for k, v in limits.items() if k not in ("max_hum_db", "refuse_snr_db")}
+    rows = {key: text for key, _, text, _ in limit_rows(fewer)}
+    assert rows["hum_db"] == "" and rows["snr_db"] == f"\u2265 {limits['min_snr_db']:.0f} dB"

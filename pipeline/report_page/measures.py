@@ -195,49 +195,50 @@ JUDGES: dict[str, Judge] = {
 }
 
 
+@dataclass(frozen=True)
+class _Shown:
+    """How a measure's limit reads in the table: shown when ``option`` is in the limits (always,
+    without one); ``text`` formats it (``n(option, digits, scale)``; ``has(option)``); ``whose``
+    is "service" (its rule) or "ours" (a threshold in the config)."""
+
+    option: str | None
+    whose: str
+    text: Callable[[Callable[..., str], Callable[[str], bool]], str]
+
+
+LIMIT_TEXTS: dict[str, _Shown] = {
+    "container": _Shown(None, "service", lambda n, has: "WAV 16-bit, MP3 or AAC"),
+    "duration_s": _Shown("max_duration_s", "service", lambda n, has: f"\u2264 {n('max_duration_s')} s" + (
+        f"; clips {n('clip_min_s')}\u2013{n('clip_max_s')} s" if has("clip_min_s") and has("clip_max_s") else "")),
+    "speech_s": _Shown("min_speech_s", "service", lambda n, has: f"more than {n('min_speech_s')} s"),
+    "longest_speech_s": _Shown("min_run_s", "service", lambda n, has: f"one run over {n('min_run_s')} s"),
+    "longest_pause_s": _Shown("max_pause_s", "ours", lambda n, has: f"\u2264 {n('max_pause_s', 1)} s in a clip"),
+    "loudness_lufs": _Shown("target_lufs", "ours", lambda n, has: f"target {n('target_lufs')} LUFS"),
+    "true_peak_dbtp": _Shown("ceiling_dbtp", "ours", lambda n, has: f"\u2264 {n('ceiling_dbtp', 1)} dBTP"),
+    "snr_db": _Shown("min_snr_db", "ours", lambda n, has: f"\u2265 {n('min_snr_db')} dB" + (
+        f"; refused under {n('refuse_snr_db')}" if has("refuse_snr_db") else "")),
+    "hum_db": _Shown("max_hum_db", "ours", lambda n, has: f"\u2264 {n('max_hum_db')} dB"),
+    "bandwidth_hz": _Shown("min_bandwidth_hz", "ours", lambda n, has: f"\u2265 {n('min_bandwidth_hz', 1, 1e-3)} kHz"),
+    "voice_distance": _Shown("max_voice_distance", "ours", lambda n, has: f"\u2264 {n('max_voice_distance', 2)}"),
+    "loudness_spread_lu": _Shown("max_loudness_spread_lu", "ours", lambda n, has: f"\u2264 {n('max_loudness_spread_lu')} LU" + (
+        f"; refused over {n('refuse_loudness_spread_lu')}" if has("refuse_loudness_spread_lu") else "")),
+    "music_share": _Shown("max_music_share", "ours", lambda n, has: f"\u2264 {n('max_music_share', 0, 100.0)} %"),
+    "clipped_ratio": _Shown("max_clipped_ratio", "ours", lambda n, has: f"\u2264 {n('max_clipped_ratio', 3, 100.0)} %"),
+    "sample_rate": _Shown("min_sample_rate_hz", "service", lambda n, has: f"\u2265 {n('min_sample_rate_hz', 0, 1e-3)} kHz"),
+    "size_bytes": _Shown("max_size_bytes", "service", lambda n, has: f"\u2264 {n('max_size_bytes', 0, 1e-6)} MB"),
+}
+
+
 def _limit(key: str, lim: Limits) -> tuple[str, str] | None:
-    """``(text, whose)`` for a row: ``whose`` is "service" (its rule) or "ours" (a threshold in the config)."""
+    """``(text, whose)`` for a row, or None when the measure has no limit in ``lim``."""
+    shown = LIMIT_TEXTS.get(key)
+    if shown is None or (shown.option is not None and shown.option not in lim):
+        return None
 
     def n(k: str, digits: int = 0, scale: float = 1.0) -> str:
         return _fmt(float(lim[k]) * scale, digits)
 
-    have = set(lim)
-    if key == "container":
-        return "WAV 16-bit, MP3 or AAC", "service"
-    if key == "duration_s" and "max_duration_s" in have:
-        clip = f"; clips {n('clip_min_s')}\u2013{n('clip_max_s')} s" if {"clip_min_s", "clip_max_s"} <= have else ""
-        return f"\u2264 {n('max_duration_s')} s{clip}", "service"
-    if key == "speech_s" and "min_speech_s" in have:
-        return f"more than {n('min_speech_s')} s", "service"
-    if key == "longest_speech_s" and "min_run_s" in have:
-        return f"one run over {n('min_run_s')} s", "service"
-    if key == "longest_pause_s" and "max_pause_s" in have:
-        return f"\u2264 {n('max_pause_s', 1)} s in a clip", "ours"
-    if key == "loudness_lufs" and "target_lufs" in have:
-        return f"target {n('target_lufs')} LUFS", "ours"
-    if key == "true_peak_dbtp" and "ceiling_dbtp" in have:
-        return f"\u2264 {n('ceiling_dbtp', 1)} dBTP", "ours"
-    if key == "snr_db" and "min_snr_db" in have:
-        refuse = f"; refused under {n('refuse_snr_db')}" if "refuse_snr_db" in have else ""
-        return f"\u2265 {n('min_snr_db')} dB{refuse}", "ours"
-    if key == "hum_db" and "max_hum_db" in have:
-        return f"\u2264 {n('max_hum_db')} dB", "ours"
-    if key == "bandwidth_hz" and "min_bandwidth_hz" in have:
-        return f"\u2265 {n('min_bandwidth_hz', 1, 1e-3)} kHz", "ours"
-    if key == "voice_distance" and "max_voice_distance" in have:
-        return f"\u2264 {n('max_voice_distance', 2)}", "ours"
-    if key == "loudness_spread_lu" and "max_loudness_spread_lu" in have:
-        refuse = f"; refused over {n('refuse_loudness_spread_lu')}" if "refuse_loudness_spread_lu" in have else ""
-        return f"\u2264 {n('max_loudness_spread_lu')} LU{refuse}", "ours"
-    if key == "music_share" and "max_music_share" in have:
-        return f"\u2264 {n('max_music_share', 0, 100.0)} %", "ours"
-    if key == "clipped_ratio" and "max_clipped_ratio" in have:
-        return f"\u2264 {n('max_clipped_ratio', 3, 100.0)} %", "ours"
-    if key == "sample_rate" and "min_sample_rate_hz" in have:
-        return f"\u2265 {n('min_sample_rate_hz', 0, 1e-3)} kHz", "service"
-    if key == "size_bytes" and "max_size_bytes" in have:
-        return f"\u2264 {n('max_size_bytes', 0, 1e-6)} MB", "service"
-    return None
+    return shown.text(n, lambda k: k in lim), shown.whose
 
 
 def limit_rows(limits: Limits) -> list[list[Any]]:
