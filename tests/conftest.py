@@ -27,13 +27,16 @@ def load(name: str) -> tuple[np.ndarray, int]:
     return np.ascontiguousarray(x.T), int(sr)
 
 
-def write_av(path: Path, x: np.ndarray, sr: int, container: str, codec: str, bit_rate: int = 128_000) -> Path:
-    """Encode float (channels, frames) with PyAV (FFmpeg) into ``container`` with ``codec``."""
+def write_av(path: Path, x: np.ndarray, sr: int, container: str, codec: str, bit_rate: int = 128_000,
+             *, faststart: bool = False) -> Path:
+    """Encode float (channels, frames) with PyAV (FFmpeg) into ``container`` with ``codec``
+    (``faststart``: an MP4's index before its audio)."""
     import av
 
     x = np.atleast_2d(np.asarray(x, dtype=np.float32))
     layout = "mono" if x.shape[0] == 1 else "stereo"
-    with av.open(str(path), "w", format=container) as out:
+    options = {"movflags": "faststart"} if faststart else {}
+    with av.open(str(path), "w", format=container, options=options) as out:
         stream = out.add_stream(codec, rate=sr, layout=layout)
         if codec not in ("flac",):
             stream.bit_rate = bit_rate

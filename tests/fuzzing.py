@@ -12,10 +12,10 @@ import re
 import struct
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
+from conftest import write_av
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
 
@@ -42,29 +42,6 @@ def _load(name: str, start_s: float, length_s: float) -> tuple[np.ndarray, int]:
         return np.ascontiguousarray(x.T), int(f.samplerate)
 
 
-def _encode(path: Path, x: np.ndarray, sr: int, fmt: str, codec: str, bit_rate: int, faststart: bool) -> None:
-    """Encode float ``(channels, frames)`` with PyAV (FFmpeg)."""
-    import av
-
-    layout = "mono" if x.shape[0] == 1 else "stereo"
-    options = {"movflags": "faststart"} if faststart else {}
-    with av.open(str(path), "w", format=fmt, options=options) as out:
-        stream = out.add_stream(codec, rate=sr, layout=layout)
-        stream.bit_rate = bit_rate
-        formats = stream.codec_context.codec.audio_formats
-        resampler = av.AudioResampler(format=formats[0].name if formats else "fltp", layout=layout, rate=sr)
-        for i in range(0, x.shape[1], 4096):
-            frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(x[:, i : i + 4096]), format="fltp", layout=layout)
-            frame.sample_rate = sr
-            frame.pts = i
-            frame.time_base = Fraction(1, sr)
-            for f in resampler.resample(frame):
-                for pkt in stream.encode(f):
-                    out.mux(pkt)
-        for pkt in stream.encode(None):
-            out.mux(pkt)
-
-
 def seeds(workdir: Path, length_s: float = 4.0) -> list[Seed]:
     """Valid files made from the fixtures, ``length_s`` long (mono; stereo at most 5 s): 16-bit,
     24-bit EXTENSIBLE and RF64 WAV, MP3 (CBR with an ID3 tag and an Info frame, mono 16 kHz and
@@ -79,10 +56,10 @@ def seeds(workdir: Path, length_s: float = 4.0) -> list[Seed]:
         ("stereo44k.wav", "wav", lambda p: sf.write(p, stereo.T, stereo_sr, subtype="PCM_16")),
         ("ext24.wav", "wav", lambda p: sf.write(p, mono.T, mono_sr, subtype="PCM_24", format="WAVEX")),
         ("rf64.wav", "rf64", lambda p: sf.write(p, mono.T, mono_sr, subtype="PCM_16", format="RF64")),
-        ("mono16k.mp3", "mp3", lambda p: _encode(p, mono, mono_sr, "mp3", "libmp3lame", 32_000, False)),
-        ("stereo44k.mp3", "mp3", lambda p: _encode(p, stereo, stereo_sr, "mp3", "libmp3lame", 128_000, False)),
-        ("mono16k.m4a", "m4a", lambda p: _encode(p, mono, mono_sr, "mp4", "aac", 48_000, False)),
-        ("stereo44k.m4a", "m4a", lambda p: _encode(p, stereo, stereo_sr, "mp4", "aac", 96_000, True)),
+        ("mono16k.mp3", "mp3", lambda p: write_av(p, mono, mono_sr, "mp3", "libmp3lame", 32_000)),
+        ("stereo44k.mp3", "mp3", lambda p: write_av(p, stereo, stereo_sr, "mp3", "libmp3lame", 128_000)),
+        ("mono16k.m4a", "m4a", lambda p: write_av(p, mono, mono_sr, "mp4", "aac", 48_000)),
+        ("stereo44k.m4a", "m4a", lambda p: write_av(p, stereo, stereo_sr, "mp4", "aac", 96_000, faststart=True)),
     ]
     out = []
     for name, kind, make in made:
