@@ -313,6 +313,49 @@ def test_ctrl_c_stops_the_batch_leaving_nothing_partial(tmp_path: Path):
             assert sf.info(d["output"]).frames > 0
 
 
+SLOW_STOP = """
+import sys, threading, time
+from pipeline import config
+from pipeline.plan import plan
+from pipeline.runner import run_batch
+
+class SlowToStop:
+    # a cluster that takes its time to cancel: the first Ctrl-C waits on it
+    def map(self, fn, tasks, crashed):
+        next(iter(tasks))
+        print("started", flush=True)
+        threading.Event().wait()
+        yield from ()
+
+    def stop(self):
+        print("stopping", flush=True)
+        time.sleep(60)
+        return []
+
+try:
+    run_batch(plan([sys.argv[1]], sys.argv[2]), config.load(), sys.argv[2], executor=SlowToStop())
+except KeyboardInterrupt:
+    sys.exit(130)
+sys.exit(0)
+"""
+
+
+def test_a_second_ctrl_c_stops_at_once(tmp_path: Path):
+    src = _folder(tmp_path, 2)
+    proc = subprocess.Popen([sys.executable, "-c", SLOW_STOP, str(src), str(tmp_path / "out")], stdout=subprocess.PIPE,
+                            text=True, start_new_session=True)
+    try:
+        assert proc.stdout is not None and proc.stdout.readline().strip() == "started"
+        os.killpg(proc.pid, signal.SIGINT)
+        assert proc.stdout.readline().strip() == "stopping"  # the first Ctrl-C waits on the executor
+        os.killpg(proc.pid, signal.SIGINT)
+        assert proc.wait(timeout=10) == 130  # not the 60 s the executor would take
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
 def test_killed_batch_finishes_on_the_next_run(tmp_path: Path):
     src, out, rep = _many(tmp_path, 6), tmp_path / "out", tmp_path / "r.jsonl"
     with Gates(src, out, rep, held=("t01.wav",)) as run:
