@@ -135,6 +135,9 @@ class DaskExecutor:
                 self._cluster = LocalCluster(
                     n_workers=self.workers, threads_per_worker=1, processes=True, host="127.0.0.1",
                     dashboard_address=None, silence_logs=logging.ERROR, preload=["pipeline.dask"],
+                    # the scheduler serves health and metrics over HTTP even without a dashboard:
+                    # on a free port, not the fixed 8787 another cluster may hold
+                    scheduler_kwargs={"dashboard_address": "127.0.0.1:0"},
                 )
             self._client = Client(self._cluster, set_as_default=False)
             return self._client
@@ -268,6 +271,15 @@ class DaskExecutor:
         return keys
 
     def _release(self) -> None:
+        if self._cluster is None:
+            self._close()
+            return
+        # tearing down a cluster of our own mid-batch (Ctrl-C) makes its nannies and comms log
+        # the connections they lose, tracebacks included: expected here, and not the user's news
+        with _quiet_logs():
+            self._close()
+
+    def _close(self) -> None:
         client, self._client = self._client, None
         futures = [f for _, _, _, f in self._inflight.values()]
         self._inflight.clear()
@@ -292,6 +304,20 @@ class DaskExecutor:
                         os.kill(pid, signal.SIGKILL)
             with contextlib.suppress(Exception):
                 cluster.close(timeout=CLOSE_TIMEOUT_S)
+
+
+@contextlib.contextmanager
+def _quiet_logs() -> Iterator[None]:
+    """Dask's, tornado's and asyncio's loggers silenced for the duration."""
+    loggers = [logging.getLogger(name) for name in ("distributed", "tornado", "asyncio")]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.CRITICAL + 1)
+    try:
+        yield
+    finally:
+        for lg, level in zip(loggers, levels):
+            lg.setLevel(level)
 
 
 def _process(job: Job, chain: Any) -> FileResult:

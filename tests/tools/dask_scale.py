@@ -122,7 +122,8 @@ def main() -> int:
     sessions: set[int] = set()
 
     def start(cmd: list[str], info: Path) -> None:
-        procs.append(subprocess.Popen([*dask_cli, *cmd, "--scheduler-file", str(info), "--no-dashboard"], cwd=tmp,
+        procs.append(subprocess.Popen([*dask_cli, *cmd, "--scheduler-file", str(info), "--no-dashboard",
+                                       "--dashboard-address", "127.0.0.1:0"], cwd=tmp,
                                       env=ENV, start_new_session=True, stdout=subprocess.DEVNULL,
                                       stderr=subprocess.DEVNULL))
         sessions.add(procs[-1].pid)  # each its own session (start_new_session)
