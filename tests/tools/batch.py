@@ -20,7 +20,6 @@ import signal
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -28,11 +27,11 @@ import numpy as np
 import soundfile as sf
 import soxr
 
-ROOT = Path(__file__).resolve().parents[2]
-FIX = ROOT / "fixtures"
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from benchmark import ENV, FIX, ROOT, build_mixed, scratch
+
 VOICEPREP = [sys.executable, "-m", "pipeline"]
 ROUNDS = 5  # of the alternated --jobs 1 / --jobs 2 runs: this machine drifts by +-20 % from minute to minute
-ENV = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
 
 
 def takes(folder: Path, n: int, seed: int = 0) -> None:
@@ -128,9 +127,6 @@ def bench_memory(tmp: Path) -> dict[str, float]:
 def bench_jobs(tmp: Path) -> dict[str, float]:
     """--jobs 2 against --jobs 1, alternated, over the speed benchmark's folder (seven recordings of
     10 s to 10 min, 28.7 min in all, the two largest half the work) and over 49 takes of 20-26 s."""
-    sys.path.insert(0, str(ROOT / "tests" / "tools"))
-    from benchmark import build_mixed  # the speed benchmark's folder
-
     mixed, takes49 = tmp / "mixed", tmp / "takes49"
     if not mixed.exists():
         build_mixed(mixed)
@@ -159,17 +155,12 @@ def main() -> int:
     ap.add_argument("what", choices=["all", "rerun", "interrupt", "memory", "jobs"])
     ap.add_argument("--keep", metavar="DIR", help="build inputs here and keep them (default: a temporary folder)")
     args = ap.parse_args()
-    tmp = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="voiceprep-batch-"))
-    tmp.mkdir(parents=True, exist_ok=True)
     results: dict[str, object] = {"cores": os.cpu_count(), "load": os.getloadavg()[0]}
-    try:
+    with scratch(args.keep, "voiceprep-batch-") as tmp:
         for name, fn in (("rerun", bench_rerun), ("interrupt", bench_interrupt), ("memory", bench_memory),
                          ("jobs", bench_jobs)):
             if args.what in ("all", name):
                 results.update(fn(tmp))
-    finally:
-        if not args.keep:
-            shutil.rmtree(tmp, ignore_errors=True)
     print(json.dumps(results, indent=2))
     return 0
 

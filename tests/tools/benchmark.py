@@ -10,6 +10,7 @@ Inputs are built from fixtures/ into a temporary folder (about 30 min of mixed r
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
@@ -18,6 +19,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
@@ -97,6 +99,19 @@ def build_mixed(folder: Path) -> float:
 # As on a user's machine: pip byte-compiles what it installs, so the timed processes read .pyc files
 # (an environment with PYTHONDONTWRITEBYTECODE would otherwise recompile the project on every start).
 ENV = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+
+
+@contextlib.contextmanager
+def scratch(keep: str | None, prefix: str) -> Iterator[Path]:
+    """The folder a benchmark builds its inputs in: ``keep`` (made if missing, left in place), or a
+    temporary one removed at the end."""
+    folder = Path(keep) if keep else Path(tempfile.mkdtemp(prefix=prefix))
+    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        yield folder
+    finally:
+        if not keep:
+            shutil.rmtree(folder, ignore_errors=True)
 
 
 def _compile() -> None:
@@ -281,11 +296,9 @@ def main() -> int:
     ap.add_argument("what", choices=["all", "check", "run", "ffmpeg", "memory"])
     ap.add_argument("--keep", metavar="DIR", help="build inputs here and keep them (default: a temporary folder)")
     args = ap.parse_args()
-    tmp = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="voiceprep-bench-"))
-    tmp.mkdir(parents=True, exist_ok=True)
     results: dict[str, object] = {"cores": os.cpu_count()}
     _compile()
-    try:
+    with scratch(args.keep, "voiceprep-bench-") as tmp:
         if args.what in ("all", "check"):
             results.update(bench_check(tmp))
         if args.what in ("all", "run"):
@@ -294,9 +307,6 @@ def main() -> int:
             results.update(bench_ffmpeg(tmp))
         if args.what in ("all", "memory"):
             results.update(bench_memory(tmp))
-    finally:
-        if not args.keep:
-            shutil.rmtree(tmp, ignore_errors=True)
     print(json.dumps(results, indent=2))
     return 0
 

@@ -27,12 +27,11 @@ import signal
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from benchmark import ENV, MIXED, ROOT, VOICEPREP, _compile, build_mixed
+from benchmark import ENV, MIXED, ROOT, VOICEPREP, _compile, build_mixed, scratch
 
 START_TIMEOUT_S = 120.0
 
@@ -109,8 +108,15 @@ def main() -> int:
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--keep", metavar="DIR", help="build inputs here and keep them (default: a temporary folder)")
     args = ap.parse_args()
-    tmp = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="voiceprep-dask-bench-"))
-    tmp.mkdir(parents=True, exist_ok=True)
+    with scratch(args.keep, "voiceprep-dask-bench-") as tmp:
+        result = _measure(tmp, args.repeats)
+    for key, value in result.items():
+        print(f"{key}: {json.dumps(value)}")
+    return 0
+
+
+def _measure(tmp: Path, repeats: int) -> dict[str, object]:
+    """Both clusters up, the cold batches, then ``repeats`` alternated rounds of every way."""
     mixed = tmp / "mixed"
     if not mixed.exists():
         build_mixed(mixed)
@@ -146,15 +152,13 @@ def main() -> int:
             name = "dask 1 worker" if n == 1 else "dask 2 workers"
             how[name] = ["--executor", "dask", "--scheduler", address]
             cold[name] = _timed_run(mixed, tmp / "out", how[name], sessions)[0]  # the workers' imports, models
-        for _ in range(args.repeats):  # alternated, so that every way sees the same state of the machine
+        for _ in range(repeats):  # alternated, so that every way sees the same state of the machine
             for name in times:
                 times[name].append(_timed_run(mixed, tmp / "out", how[name], sessions))
     finally:
         for proc in procs:
             os.killpg(proc.pid, signal.SIGKILL)  # the process and the workers it started
             proc.wait()
-        if not args.keep:
-            shutil.rmtree(tmp, ignore_errors=True)
     audio_s = sum(m[1] for m in MIXED)
 
     def speedup(slow: str, fast: str, quiet: bool) -> dict[str, object]:
@@ -165,9 +169,9 @@ def main() -> int:
         ratio = round(statistics.median(a) / statistics.median(b), 2) if a and b else None
         return {"ratio_of_medians": ratio, "runs": [len(a), len(b)]}
 
-    result = {
+    return {
         "audio_s": audio_s,
-        "repeats": args.repeats,
+        "repeats": repeats,
         "load_before": load_before,
         "load_after": _load(),
         "cold_first_batch_s": {k: round(v, 2) for k, v in cold.items()},
@@ -178,9 +182,6 @@ def main() -> int:
         "local_jobs_2_over_1": {"all rounds": speedup("local --jobs 1", "local --jobs 2", False),
                                 "quiet rounds": speedup("local --jobs 1", "local --jobs 2", True)},
     }
-    for key, value in result.items():
-        print(f"{key}: {json.dumps(value)}")
-    return 0
 
 
 if __name__ == "__main__":
