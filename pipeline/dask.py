@@ -62,8 +62,7 @@ def dask_setup(worker: Any) -> None:
 def malloc_for_arrays() -> bool:
     """Undo, in a Dask worker, what its nanny's ``MALLOC_TRIM_THRESHOLD_=65536`` does to glibc:
     setting it freezes the mmap threshold at 128 KiB, so every array numpy frees goes back to the
-    kernel and the next one faults its pages in again (a batch took twice as long, most of it in
-    the kernel). Arrays up to 32 MiB come from the heap again and freed memory is kept up to
+    kernel and the next one faults its pages in again (docs/scale.md). Arrays up to 32 MiB come from the heap again and freed memory is kept up to
     128 MiB, as glibc does by itself. Once per process; True when changed."""
     if "MALLOC_TRIM_THRESHOLD_" not in os.environ or not sys.platform.startswith("linux"):
         return False
@@ -271,12 +270,9 @@ class DaskExecutor:
         return keys
 
     def _release(self) -> None:
-        if self._cluster is None:
-            self._close()
-            return
         # tearing down a cluster of our own mid-batch (Ctrl-C) makes its nannies and comms log
         # the connections they lose, tracebacks included: expected here, and not the user's news
-        with _quiet_logs():
+        with _quiet_logs() if self._cluster is not None else contextlib.nullcontext():
             self._close()
 
     def _close(self) -> None:

@@ -353,7 +353,7 @@ def _size(path: str) -> int:
     if storage.is_url(path):
         return 0  # asking the store would cost a request per input
     try:
-        return os.stat(path).st_size
+        return storage.stat(path)[0]
     except OSError:
         return 0
 
